@@ -1,0 +1,122 @@
+import Fastify, { type FastifyError, type FastifyInstance } from 'fastify'
+import { desc } from 'drizzle-orm'
+import { parseBearer } from '../auth/bearer.ts'
+import { auditLog } from '../db/schema.ts'
+import { isDatabaseUnavailable } from '../db/errors.ts'
+import { constantEquals } from '../lib/secrets.ts'
+import {
+  AdminInputError, createPrincipal, issueApiToken, listApiTokens, listPrincipals, revokeApiToken, setPrincipalDisabled
+} from '../principals/store.ts'
+import type { Runtime } from '../runtime.ts'
+
+const nameParam = { type: 'object', required: ['name'], properties: { name: { type: 'string', minLength: 1, maxLength: 64 } } } as const
+const idParam = { type: 'object', required: ['id'], properties: { id: { type: 'integer', minimum: 1 } } } as const
+
+/**
+ * The admin API: a second listener on loopback (or behind ADMIN_TOKEN), never routed through
+ * the proxy. The CLI is its client, so the CLI works the same with the embedded database
+ * (which only this process may open) and with PostgreSQL.
+ */
+export async function adminRoutes (fastify: FastifyInstance, { runtime }: { runtime: Runtime }): Promise<void> {
+  const { config, database, audit } = runtime
+  const db = database.db
+
+  fastify.addHook('onRequest', async (request, reply) => {
+    if (config.adminToken === undefined) return
+    const bearer = parseBearer(request.headers.authorization)
+    if (bearer.status !== 'ok' || !constantEquals(bearer.token, config.adminToken, 64)) {
+      return await reply.code(401).header('WWW-Authenticate', 'Bearer realm="bus-mcp admin"')
+        .send({ error: 'unauthorized', message: 'the admin API needs Authorization: Bearer <ADMIN_TOKEN> (the CLI reads BUS_ADMIN_TOKEN)' })
+    }
+  })
+
+  const record = (action: string, detail: string): void => {
+    audit.record({ kind: 'admin', action, outcome: 'ok', detail })
+  }
+
+  fastify.get('/healthz', async () => ({ status: 'ok' }))
+
+  fastify.get('/principals', async () => ({ principals: await listPrincipals(db) }))
+
+  fastify.post<{ Body: { name: string, scopes?: string | string[] } }>('/principals', {
+    schema: {
+      body: {
+        type: 'object',
+        required: ['name'],
+        additionalProperties: false,
+        properties: { name: { type: 'string', maxLength: 64 }, scopes: { anyOf: [{ type: 'string', maxLength: 200 }, { type: 'array', maxItems: 10, items: { type: 'string', maxLength: 64 } }] } }
+      }
+    }
+  }, async (request, reply) => {
+    const principal = await createPrincipal(db, request.body.name, request.body.scopes)
+    record('principal.add', principal.name)
+    return await reply.code(201).send(principal)
+  })
+
+  for (const [action, disabled] of [['disable', true], ['enable', false]] as const) {
+    fastify.post<{ Params: { name: string } }>(`/principals/:name/${action}`, { schema: { params: nameParam } }, async (request) => {
+      const principal = await setPrincipalDisabled(db, request.params.name, disabled)
+      record(`principal.${action}`, principal.name)
+      return principal
+    })
+  }
+
+  fastify.get<{ Querystring: { principal?: string } }>('/tokens', {
+    schema: { querystring: { type: 'object', additionalProperties: false, properties: { principal: { type: 'string', maxLength: 64 } } } }
+  }, async (request) => ({ tokens: await listApiTokens(db, request.query.principal) }))
+
+  fastify.post<{ Body: { principal: string, scopes?: string | string[], label?: string, expires_in?: number } }>('/tokens', {
+    schema: {
+      body: {
+        type: 'object',
+        required: ['principal'],
+        additionalProperties: false,
+        properties: {
+          principal: { type: 'string', maxLength: 64 },
+          scopes: { anyOf: [{ type: 'string', maxLength: 200 }, { type: 'array', maxItems: 10, items: { type: 'string', maxLength: 64 } }] },
+          label: { type: 'string', maxLength: 200 },
+          expires_in: { type: 'integer' }
+        }
+      }
+    }
+  }, async (request, reply) => {
+    const { principal, scopes, label, expires_in: expiresIn } = request.body
+    const issued = await issueApiToken(db, { principal, scopes, label, expiresIn })
+    record('token.issue', `${issued.principal} #${issued.id}`)
+    return await reply.code(201).header('Cache-Control', 'no-store').send(issued)
+  })
+
+  fastify.post<{ Params: { id: number } }>('/tokens/:id/revoke', { schema: { params: idParam } }, async (request) => {
+    const token = await revokeApiToken(db, request.params.id)
+    record('token.revoke', `${token.principal} #${token.id}`)
+    return token
+  })
+
+  fastify.get<{ Querystring: { limit?: number } }>('/audit', {
+    schema: { querystring: { type: 'object', additionalProperties: false, properties: { limit: { type: 'integer', minimum: 1, maximum: 10000 } } } }
+  }, async (request) => {
+    await audit.flush()
+    const rows = await db.select().from(auditLog).orderBy(desc(auditLog.id)).limit(request.query.limit ?? 50)
+    return { entries: rows.reverse().map((r) => ({ ...r, at: r.at.toISOString() })) }
+  })
+
+  fastify.setErrorHandler(async (error: FastifyError | AdminInputError, request, reply) => {
+    if (error instanceof AdminInputError) return await reply.code(error.statusCode).send({ error: 'invalid_request', message: error.message })
+    if (isDatabaseUnavailable(error)) {
+      return await reply.code(503).header('Retry-After', '5').send({ error: 'service_unavailable', message: 'The database is unavailable; try again shortly' })
+    }
+    const status = error.statusCode ?? 500
+    if (status >= 500) {
+      request.log.error({ err: error }, 'admin request failed')
+      return await reply.code(500).send({ error: 'internal_error', message: 'Internal Server Error' })
+    }
+    return await reply.code(status).send({ error: 'invalid_request', message: error.message })
+  })
+  fastify.setNotFoundHandler(async (request, reply) => await reply.code(404).send({ error: 'not_found', message: `${request.method} ${request.url} is not an admin route` }))
+}
+
+export async function buildAdminApp (runtime: Runtime): Promise<FastifyInstance> {
+  const fastify = Fastify({ loggerInstance: runtime.log.child({ listener: 'admin' }), bodyLimit: 64 * 1024 })
+  await fastify.register(adminRoutes, { runtime })
+  return fastify
+}

@@ -1,0 +1,32 @@
+import Fastify, { type FastifyInstance } from 'fastify'
+import mcpRoutes from './mcp/plugin.ts'
+import errorReplies from './plugins/errors.ts'
+import healthRoutes from './plugins/health.ts'
+import type { Runtime } from './runtime.ts'
+
+/**
+ * The public listener's root plugin. Plugins are registered in the order a request meets
+ * them; each route plugin is encapsulated, so its hooks (like /mcp's auth) stay inside it.
+ * Never listens: server.ts (or a test) does.
+ */
+export default async function app (fastify: FastifyInstance, { runtime }: { runtime: Runtime }): Promise<void> {
+  await fastify.register(errorReplies)
+  await fastify.register(healthRoutes, { runtime })
+  await fastify.register(mcpRoutes, { runtime })
+}
+
+/** A Fastify instance for the public listener with the options production uses. */
+export async function buildApp (runtime: Runtime): Promise<FastifyInstance> {
+  const fastify = Fastify({
+    loggerInstance: runtime.log,
+    trustProxy: runtime.config.trustProxy,
+    bodyLimit: 1024 * 1024,
+    // Long-polls hold a request up to 25 s; keep-alive outlives proxies' idle timeouts.
+    keepAliveTimeout: 75_000,
+    requestTimeout: 120_000,
+    routerOptions: { ignoreTrailingSlash: true },
+    return503OnClosing: true
+  })
+  await fastify.register(app, { runtime })
+  return fastify
+}

@@ -1,0 +1,50 @@
+import { readFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import { sql } from 'drizzle-orm'
+import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator'
+import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js'
+import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator'
+import postgres from 'postgres'
+import { rowsOf, type Database } from './client.ts'
+
+/** drizzle/ at the package root, from src/db (tsx) and dist/db (built) alike. */
+export const MIGRATIONS_FOLDER = fileURLToPath(new URL('../../drizzle', import.meta.url))
+
+/** Any constant; every replica takes the same lock so only one applies migrations at a time. */
+const MIGRATION_LOCK_KEY = 7_254_106_351
+
+/**
+ * Applies pending migrations. On PostgreSQL through a dedicated single connection holding an
+ * advisory lock, so replicas starting together do not race; the embedded database is one
+ * process's own, so it migrates in place.
+ */
+export async function migrate (database: Database, databaseUrl?: string): Promise<void> {
+  if (database.kind === 'pglite' || databaseUrl === undefined) {
+    // drizzle's pglite migrator wants the driver-specific type; both sit on the same PgDatabase.
+    await migratePglite(database.db as unknown as Parameters<typeof migratePglite>[0], { migrationsFolder: MIGRATIONS_FOLDER })
+    return
+  }
+  const client = postgres(databaseUrl, { max: 1, onnotice: () => {}, connect_timeout: 10 })
+  try {
+    await client`select pg_advisory_lock(${MIGRATION_LOCK_KEY})`
+    await migratePostgres(drizzlePostgres(client), { migrationsFolder: MIGRATIONS_FOLDER })
+    await client`select pg_advisory_unlock(${MIGRATION_LOCK_KEY})`
+  } finally {
+    await client.end({ timeout: 5 })
+  }
+}
+
+export function expectedMigrationCount (): number {
+  const journal = JSON.parse(readFileSync(`${MIGRATIONS_FOLDER}/meta/_journal.json`, 'utf8')) as { entries: unknown[] }
+  return journal.entries.length
+}
+
+/** How many migrations the database has applied (0 when it was never migrated). */
+export async function appliedMigrationCount (database: Database): Promise<number> {
+  const exists = rowsOf<{ present: boolean }>(await database.db.execute(
+    sql`select to_regclass('drizzle.__drizzle_migrations') is not null as present`))
+  if (exists[0]?.present !== true) return 0
+  const rows = rowsOf<{ count: number | string }>(await database.db.execute(
+    sql`select count(*)::int as count from drizzle.__drizzle_migrations`))
+  return Number(rows[0]?.count ?? 0)
+}

@@ -1,0 +1,205 @@
+import {
+  isInitializeRequest, JSONRPCMessageSchema, SUPPORTED_PROTOCOL_VERSIONS,
+  type JSONRPCMessage, type JSONRPCRequest
+} from '@modelcontextprotocol/sdk/types.js'
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { bearerChallenge } from '../auth/challenge.ts'
+import { parseBearer } from '../auth/bearer.ts'
+import { SCOPES, sortScopes, type Scope } from '../auth/scopes.ts'
+import type { AuthContext } from '../auth/types.ts'
+import { isDatabaseUnavailable } from '../db/errors.ts'
+import type { Runtime } from '../runtime.ts'
+import { UNAVAILABLE_ERROR_CODE } from './mcp-server.ts'
+import { TOOLS_BY_NAME } from './tools.ts'
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Set by the /mcp auth hook; null everywhere else. */
+    auth: AuthContext | null
+  }
+}
+
+/** Bodies are bounded: a full 64 KiB message JSON-escaped, batches, and headroom. */
+export const MCP_BODY_LIMIT = 512 * 1024
+const MAX_BATCH = 100
+
+const CORS_ALLOW_HEADERS = 'Authorization, Content-Type, Accept, Mcp-Protocol-Version, Mcp-Session-Id, Last-Event-ID'
+const CORS_EXPOSE_HEADERS = 'WWW-Authenticate, Mcp-Session-Id, Mcp-Protocol-Version'
+
+/**
+ * `/mcp`: MCP Streamable HTTP, stateless, JSON responses. Every hook here is scoped to this
+ * plugin: Origin check, then bearer authentication, then (once the body is parsed) the scope
+ * check of the tools called, then the SDK server through the multiplexing transport.
+ */
+export default async function mcpRoutes (fastify: FastifyInstance, { runtime }: { runtime: Runtime }): Promise<void> {
+  const { config, authenticator, mcpTransport } = runtime
+  const resourceMetadataUrl = `${config.publicUrl}/.well-known/oauth-protected-resource/mcp`
+  const allowedOrigins = new Set(config.allowedOrigins)
+
+  fastify.decorateRequest('auth', null)
+
+  // Origin first (DNS-rebinding protection, MCP transport spec): a present but unlisted Origin is
+  // refused before anything else happens. An absent Origin (non-browser clients) is fine.
+  fastify.addHook('onRequest', async (request, reply) => {
+    const origin = request.headers.origin
+    if (origin === undefined) return
+    if (!allowedOrigins.has(origin)) {
+      return await sendRpcError(reply, 403, `Origin ${JSON.stringify(origin).slice(0, 200)} is not allowed; add it to ALLOWED_ORIGINS`)
+    }
+    reply.header('Access-Control-Allow-Origin', origin)
+    reply.header('Access-Control-Expose-Headers', CORS_EXPOSE_HEADERS)
+    reply.header('Vary', 'Origin')
+  })
+
+  fastify.addHook('onRequest', async (request, reply) => {
+    if (request.method === 'OPTIONS') return
+    const bearer = parseBearer(request.headers.authorization)
+    if (bearer.status === 'missing') {
+      // RFC 6750 §3.1: no credentials (or another scheme) gets a challenge without an error code.
+      reply.header('WWW-Authenticate', bearerChallenge({ resourceMetadataUrl, scope: SCOPES.join(' ') }))
+      return await sendRpcError(reply, 401, 'Authentication required: send Authorization: Bearer <token> (an API token, or an OAuth access token from this server)')
+    }
+    const auth = bearer.status === 'ok' ? await authenticator.authenticate(bearer.token) : null
+    if (auth === null) {
+      reply.header('WWW-Authenticate', bearerChallenge({
+        resourceMetadataUrl, error: 'invalid_token', errorDescription: 'The access token is invalid, expired or revoked'
+      }))
+      return await sendRpcError(reply, 401, 'Invalid token: it is unknown, expired, revoked, for another resource, or its principal is disabled')
+    }
+    request.auth = auth
+  })
+
+  fastify.options('/mcp', async (request, reply) => {
+    reply.header('Access-Control-Allow-Methods', 'GET, POST, DELETE, OPTIONS')
+    reply.header('Access-Control-Allow-Headers', CORS_ALLOW_HEADERS)
+    reply.header('Access-Control-Max-Age', '86400')
+    return await reply.code(204).send()
+  })
+
+  fastify.post('/mcp', {
+    bodyLimit: MCP_BODY_LIMIT,
+    preHandler: checkScopes
+  }, async (request, reply) => {
+    const problem = checkHeaders(request)
+    if (problem !== undefined) return await sendRpcError(reply, problem.status, problem.message)
+    const messages = parseMessages(request.body)
+    if (typeof messages === 'string') return await sendRpcError(reply, 400, messages, -32600)
+
+    const requests = messages.filter((m): m is JSONRPCRequest => 'method' in m && 'id' in m)
+    // Notifications and responses from clients have nothing to act on in stateless mode.
+    if (requests.length === 0) return await reply.code(202).send()
+    if (requests.some(isInitializeRequest) && messages.length > 1) {
+      return await sendRpcError(reply, 400, 'Invalid Request: initialize must be sent on its own', -32600)
+    }
+
+    const disconnected = new AbortController()
+    reply.raw.on('close', () => { if (!reply.raw.writableFinished) disconnected.abort() })
+    const auth = request.auth as AuthContext
+    const replies = await mcpTransport.dispatch(requests, {
+      authInfo: { token: String(auth.tokenId), clientId: auth.clientId ?? '', scopes: auth.scopes, extra: { context: auth } },
+      requestInfo: { headers: request.headers }
+    }, disconnected.signal)
+    if (disconnected.signal.aborted) return await reply.code(499).send()
+
+    if (replies.some((r) => 'error' in r && r.error.code === UNAVAILABLE_ERROR_CODE)) {
+      reply.header('Retry-After', '5')
+      return await reply.code(503).send(Array.isArray(request.body) ? replies : replies[0])
+    }
+    reply.header('Cache-Control', 'no-store')
+    return await reply.code(200).send(Array.isArray(request.body) ? replies : replies[0])
+  })
+
+  // Stateless: there is no session stream to open with GET or to end with DELETE.
+  const notAllowed = async (_request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    reply.header('Allow', 'POST, OPTIONS')
+    await sendRpcError(reply, 405, 'Method not allowed: this server is stateless; send JSON-RPC requests with POST')
+  }
+  fastify.get('/mcp', notAllowed)
+  fastify.delete('/mcp', notAllowed)
+
+  fastify.setErrorHandler(async (error: FastifyError, request, reply) => {
+    if (isDatabaseUnavailable(error)) {
+      reply.header('Retry-After', '5')
+      return await sendRpcError(reply, 503, 'The bus database is unavailable; try again shortly')
+    }
+    const status = error.statusCode ?? 500
+    if (status >= 500) {
+      request.log.error({ err: error }, 'mcp request failed')
+      return await sendRpcError(reply, 500, 'Internal error', -32603)
+    }
+    if (error.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || error.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || error instanceof SyntaxError) {
+      return await sendRpcError(reply, 400, 'Parse error: the body is not valid JSON', -32700)
+    }
+    if (error.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+      return await sendRpcError(reply, 413, `Payload Too Large: the request body must not exceed ${MCP_BODY_LIMIT} bytes`)
+    }
+    if (error.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
+      return await sendRpcError(reply, 415, 'Unsupported Media Type: Content-Type must be application/json')
+    }
+    return await sendRpcError(reply, status, error.message)
+  })
+
+  /**
+   * Step-up (MCP authorization, RFC 6750 §3.1): a tool call the token's scopes do not cover is
+   * answered 403 insufficient_scope naming every scope the request needs, so the client can ask
+   * for them in one authorization.
+   */
+  async function checkScopes (request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    const auth = request.auth
+    if (auth === null) return
+    const needed = new Set<Scope>()
+    for (const message of Array.isArray(request.body) ? request.body : [request.body]) {
+      const name = toolNameOf(message)
+      const scope = name === undefined ? undefined : TOOLS_BY_NAME.get(name)?.scope
+      if (scope !== undefined && scope !== null) needed.add(scope)
+    }
+    const missing = [...needed].filter((s) => !auth.scopes.includes(s))
+    if (missing.length === 0) return
+    const scope = sortScopes([...new Set([...auth.scopes, ...needed])]).join(' ')
+    runtime.audit.record({
+      kind: 'tool', action: [...needed].join(' '), outcome: 'denied', principalId: auth.principalId,
+      principalName: auth.principalName, authKind: auth.kind, clientId: auth.clientId, detail: 'insufficient_scope'
+    })
+    reply.header('WWW-Authenticate', bearerChallenge({
+      resourceMetadataUrl, error: 'insufficient_scope', scope, errorDescription: `This call needs the ${missing.join(', ')} scope`
+    }))
+    await sendRpcError(reply, 403, `Insufficient scope: this call needs ${missing.join(', ')}; re-authorize with scope "${scope}"`)
+  }
+}
+
+function toolNameOf (message: unknown): string | undefined {
+  if (message === null || typeof message !== 'object') return undefined
+  const { method, params } = message as { method?: unknown, params?: { name?: unknown } }
+  return method === 'tools/call' && typeof params?.name === 'string' ? params.name : undefined
+}
+
+function checkHeaders (request: FastifyRequest): { status: number, message: string } | undefined {
+  const accept = request.headers.accept
+  // We always answer with JSON, so any Accept that allows JSON will do (the SDK client sends
+  // "application/json, text/event-stream"; curl sends */*).
+  if (accept !== undefined && !/application\/json|application\/\*|\*\/\*/i.test(accept)) {
+    return { status: 406, message: 'Not Acceptable: the client must accept application/json' }
+  }
+  const version = request.headers['mcp-protocol-version']
+  if (version !== undefined && (typeof version !== 'string' || !SUPPORTED_PROTOCOL_VERSIONS.includes(version))) {
+    return { status: 400, message: `Bad Request: unsupported MCP-Protocol-Version (supported: ${SUPPORTED_PROTOCOL_VERSIONS.join(', ')})` }
+  }
+  return undefined
+}
+
+function parseMessages (body: unknown): JSONRPCMessage[] | string {
+  const items = Array.isArray(body) ? body : [body]
+  if (items.length === 0) return 'Invalid Request: empty batch'
+  if (items.length > MAX_BATCH) return `Invalid Request: a batch holds at most ${MAX_BATCH} messages`
+  const messages: JSONRPCMessage[] = []
+  for (const item of items) {
+    const parsed = JSONRPCMessageSchema.safeParse(item)
+    if (!parsed.success) return 'Invalid Request: not a JSON-RPC 2.0 message'
+    messages.push(parsed.data)
+  }
+  return messages
+}
+
+async function sendRpcError (reply: FastifyReply, status: number, message: string, code = -32000): Promise<FastifyReply> {
+  return await reply.code(status).header('Cache-Control', 'no-store').send({ jsonrpc: '2.0', error: { code, message }, id: null })
+}
