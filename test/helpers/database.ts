@@ -1,0 +1,81 @@
+import { createHash, randomBytes } from 'node:crypto'
+import { existsSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { PGlite } from '@electric-sql/pglite'
+import postgres from 'postgres'
+import { wrapPglite, type Database } from '../../src/db/client.ts'
+import { MIGRATIONS_FOLDER, migrate } from '../../src/db/migrate.ts'
+
+/** The subset of a tap `Test` the helpers need (keeps them usable from any test file). */
+export interface Teardown { teardown: (fn: () => unknown) => void }
+
+/** `TEST_DATABASE_URL` set: tests run on that PostgreSQL server, each in its own fresh database. */
+export const testDatabaseUrl = process.env.TEST_DATABASE_URL === '' ? undefined : process.env.TEST_DATABASE_URL
+export const databaseKind = testDatabaseUrl === undefined ? 'pglite' : 'postgres'
+
+export interface TestDatabase {
+  database: Database
+  /** The PostgreSQL URL of this test's own database; undefined on the embedded database. */
+  url: string | undefined
+}
+
+/**
+ * A migrated, empty database that belongs to this test alone and is dropped at teardown.
+ * PostgreSQL: `CREATE DATABASE bus_test_<random>` on the `TEST_DATABASE_URL` server.
+ * Embedded: an in-memory PGlite loaded from a migrated snapshot (creating PGlite from scratch
+ * and migrating takes seconds; loading the snapshot a fraction of one).
+ */
+export async function createTestDatabase (t: Teardown, options: { migrated?: boolean } = {}): Promise<TestDatabase> {
+  const migrated = options.migrated ?? true
+  if (testDatabaseUrl === undefined) {
+    const pg = migrated
+      ? await PGlite.create({ loadDataDir: new Blob([await migratedSnapshot()]) })
+      : await PGlite.create()
+    const database = wrapPglite(pg)
+    t.teardown(() => database.close().catch(() => {}))
+    return { database, url: undefined }
+  }
+  const url = await createPostgresDatabase(t)
+  const { openDatabase } = await import('../../src/db/client.ts')
+  const database = await openDatabase({ databaseUrl: url, dataDir: '', poolSize: 5 })
+  t.teardown(() => database.close().catch(() => {}))
+  if (migrated) await migrate(database, url)
+  return { database, url }
+}
+
+/** A new empty PostgreSQL database on the test server; dropped (even with open connections) at teardown. */
+export async function createPostgresDatabase (t: Teardown): Promise<string> {
+  if (testDatabaseUrl === undefined) throw new Error('TEST_DATABASE_URL is not set')
+  const name = `bus_test_${randomBytes(6).toString('hex')}`
+  const admin = postgres(testDatabaseUrl, { max: 1, onnotice: () => {} })
+  await admin.unsafe(`create database ${name}`)
+  await admin.end()
+  t.teardown(async () => {
+    const dropper = postgres(testDatabaseUrl, { max: 1, onnotice: () => {} })
+    await dropper.unsafe(`drop database if exists ${name} with (force)`).catch(() => {})
+    await dropper.end()
+  })
+  const url = new URL(testDatabaseUrl)
+  url.pathname = `/${name}`
+  return url.toString()
+}
+
+/** Snapshot keyed by the migrations' content, so a changed migration makes a new one. */
+async function migratedSnapshot (): Promise<Buffer> {
+  const hash = createHash('sha256')
+  for (const file of readdirSync(MIGRATIONS_FOLDER).sort()) {
+    if (file.endsWith('.sql')) hash.update(file).update(readFileSync(join(MIGRATIONS_FOLDER, file)))
+  }
+  const path = join(tmpdir(), `bus-mcp-test-snapshot-${hash.digest('hex').slice(0, 16)}.tar`)
+  if (existsSync(path)) return readFileSync(path)
+  const pg = await PGlite.create()
+  await migrate(wrapPglite(pg))
+  const dump = Buffer.from(await (await pg.dumpDataDir('none')).arrayBuffer())
+  await pg.close()
+  // Parallel test files may race to write it: write aside, then rename atomically.
+  const partial = `${path}.${process.pid}.${randomBytes(4).toString('hex')}`
+  writeFileSync(partial, dump)
+  renameSync(partial, path)
+  return dump
+}
