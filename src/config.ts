@@ -174,7 +174,8 @@ function readOrigins (raw: string | undefined): string[] {
     } catch {
       throw new ConfigError('ALLOWED_ORIGINS', `"${entry}" is not an origin (expected e.g. https://app.example.com)`)
     }
-    if (url.origin === 'null' || url.pathname !== '/' || entry.replace(/\/$/, '') !== url.origin) {
+    // Origins are matched exactly: a wildcard would silently match nothing, so refuse it.
+    if (url.origin === 'null' || url.pathname !== '/' || url.hostname.includes('*') || entry.replace(/\/$/, '') !== url.origin) {
       throw new ConfigError('ALLOWED_ORIGINS', `"${entry}" is not an origin (scheme://host[:port], no path, no wildcard)`)
     }
     return url.origin

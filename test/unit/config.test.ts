@@ -87,7 +87,43 @@ const bad: Array<[Record<string, string>, string, RegExp]> = [
   [{ RATE_LIMIT_MULTIPLIER: 'lots' }, 'RATE_LIMIT_MULTIPLIER', /number from 0/],
   [{ LOG_LEVEL: 'verbose' }, 'LOG_LEVEL', /one of/],
   [{ MESSAGE_RETENTION_DAYS: '1.5' }, 'MESSAGE_RETENTION_DAYS', /whole number/],
-  [{ AUDIT_RETENTION_DAYS: 'forever' }, 'AUDIT_RETENTION_DAYS', /whole number/]
+  [{ AUDIT_RETENTION_DAYS: 'forever' }, 'AUDIT_RETENTION_DAYS', /whole number/],
+  [{ PORT: '8088.0' }, 'PORT', /port number/],
+  [{ PORT: '0x50' }, 'PORT', /port number/],
+  [{ ADMIN_PORT: 'abc' }, 'ADMIN_PORT', /port number/],
+  [{ ADMIN_PORT: '65536' }, 'ADMIN_PORT', /port number/],
+  [{ ADMIN_PORT: '8088' }, 'ADMIN_PORT', /same as PORT/],
+  [{ HOST: '0.0.0.0', PORT: '9000', ADMIN_PORT: '9000' }, 'ADMIN_PORT', /same as PORT/],
+  [{ PUBLIC_URL: 'https://' }, 'PUBLIC_URL', /not a URL/],
+  [{ PUBLIC_URL: 'bus.example.com' }, 'PUBLIC_URL', /not a URL/],
+  [{ PUBLIC_URL: 'http://10.0.0.5:8088' }, 'PUBLIC_URL', /must use https/],
+  [{ PUBLIC_URL: 'http://bus.lan', ALLOW_INSECURE_PUBLIC_URL: '0' }, 'PUBLIC_URL', /must use https/],
+  [{ PUBLIC_URL: 'https://bus.example.com/?' }, 'PUBLIC_URL', /query or fragment/],
+  [{ DATABASE_URL: 'localhost:5432/bus' }, 'DATABASE_URL', /postgres:\/\//],
+  [{ ADMIN_HOST: '::' }, 'ADMIN_HOST', /ADMIN_TOKEN/],
+  [{ ADMIN_HOST: 'admin.example.com' }, 'ADMIN_HOST', /ADMIN_TOKEN/],
+  [{ ADMIN_HOST: '0.0.0.0', ADMIN_TOKEN: 'fifteen-chars!!' }, 'ADMIN_TOKEN', /at least 16/],
+  [{ AUTO_APPROVE_PRINCIPAL: 'x'.repeat(65) }, 'AUTO_APPROVE_PRINCIPAL', /principal name/],
+  [{ AUTO_APPROVE_PRINCIPAL: '-leading-dash' }, 'AUTO_APPROVE_PRINCIPAL', /principal name/],
+  [{ TRUST_PROXY: '0.0.0.0/0/1' }, 'TRUST_PROXY', /not an IP/],
+  [{ TRUST_PROXY: 'loopback, nonsense' }, 'TRUST_PROXY', /not an IP/],
+  [{ TRUST_PROXY: '::1/129' }, 'TRUST_PROXY', /not an IP/],
+  [{ ACCESS_TOKEN_TTL: '59' }, 'ACCESS_TOKEN_TTL', /seconds from 60 to 604800/],
+  [{ ACCESS_TOKEN_TTL: '604801' }, 'ACCESS_TOKEN_TTL', /seconds from 60 to 604800/],
+  [{ ACCESS_TOKEN_TTL: '-60' }, 'ACCESS_TOKEN_TTL', /seconds/],
+  [{ REFRESH_TOKEN_TTL: '31536001' }, 'REFRESH_TOKEN_TTL', /seconds from 300/],
+  [{ REFRESH_TOKEN_TTL: '1e6' }, 'REFRESH_TOKEN_TTL', /seconds/],
+  [{ AUTH_CODE_TTL: '9' }, 'AUTH_CODE_TTL', /10 to 600/],
+  [{ AUTH_CODE_TTL: '60.5' }, 'AUTH_CODE_TTL', /seconds/],
+  [{ ALLOWED_ORIGINS: 'https://*.example.com' }, 'ALLOWED_ORIGINS', /not an origin/],
+  [{ ALLOWED_ORIGINS: 'https://ok.example, null' }, 'ALLOWED_ORIGINS', /"null" is not an origin/],
+  [{ ALLOWED_ORIGINS: 'https://a.example?x=1' }, 'ALLOWED_ORIGINS', /not an origin/],
+  [{ RATE_LIMIT_MULTIPLIER: '1001' }, 'RATE_LIMIT_MULTIPLIER', /number from 0 to 1000/],
+  [{ RATE_LIMIT_MULTIPLIER: '1e2' }, 'RATE_LIMIT_MULTIPLIER', /number from 0/],
+  [{ LOG_LEVEL: 'warning' }, 'LOG_LEVEL', /one of fatal, error, warn, info, debug, trace, silent/],
+  [{ MESSAGE_RETENTION_DAYS: '-1' }, 'MESSAGE_RETENTION_DAYS', /whole number from 0 to 36500/],
+  [{ MESSAGE_RETENTION_DAYS: '36501' }, 'MESSAGE_RETENTION_DAYS', /whole number from 0 to 36500/],
+  [{ AUDIT_RETENTION_DAYS: '7.5' }, 'AUDIT_RETENTION_DAYS', /whole number/]
 ]
 
 for (const [env, variable, message] of bad) {
@@ -100,6 +136,18 @@ for (const [env, variable, message] of bad) {
     t.notMatch(error.message, /\n/, 'one line')
   })
 }
+
+t.test('empty and blank values mean unset; LOG_LEVEL is case-insensitive; RATE_LIMIT_MULTIPLIER 0 is allowed', async (t) => {
+  const config = loadConfig({ PORT: '', ADMIN_PORT: '   ', PUBLIC_URL: '', DATABASE_URL: ' ', LOG_LEVEL: 'DEBUG', RATE_LIMIT_MULTIPLIER: '0' })
+  t.equal(config.port, 8088)
+  t.equal(config.adminPort, 8089)
+  t.equal(config.publicUrl, 'http://localhost:8088')
+  t.equal(config.databaseUrl, undefined)
+  t.equal(config.logLevel, 'debug')
+  t.equal(config.rateLimitMultiplier, 0)
+  t.equal(loadConfig({ RATE_LIMIT_MULTIPLIER: '0.5' }).rateLimitMultiplier, 0.5)
+  t.equal(loadConfig({ DATABASE_URL: 'postgresql://u@db/bus' }).databaseUrl, 'postgresql://u@db/bus')
+})
 
 t.test('isLoopbackHost', async (t) => {
   for (const host of ['localhost', '127.0.0.1', '127.1.2.3', '::1', '[::1]', 'app.localhost']) t.ok(isLoopbackHost(host), host)
