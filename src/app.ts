@@ -1,5 +1,6 @@
 import Fastify, { type FastifyInstance } from 'fastify'
 import mcpRoutes from './mcp/plugin.ts'
+import oauthRoutes from './oauth/plugin.ts'
 import errorReplies from './plugins/errors.ts'
 import healthRoutes from './plugins/health.ts'
 import type { Runtime } from './runtime.ts'
@@ -12,6 +13,7 @@ import type { Runtime } from './runtime.ts'
 export default async function app (fastify: FastifyInstance, { runtime }: { runtime: Runtime }): Promise<void> {
   await fastify.register(errorReplies)
   await fastify.register(healthRoutes, { runtime })
+  await fastify.register(oauthRoutes, { runtime })
   await fastify.register(mcpRoutes, { runtime })
 }
 

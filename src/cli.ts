@@ -123,6 +123,58 @@ token.command('revoke <id>').description('revoke an API token').action(async (id
   output(revoked, () => `API token #${String(revoked.id)} of ${String(revoked.principal)} revoked`)
 })
 
+const client = program.command('client').description('OAuth clients: pre-registered ones, and those registered by apps')
+client.command('add')
+  .description('pre-register an OAuth client (claude.ai "Advanced settings", machine agents); a secret is shown once')
+  .requiredOption('--name <name>', 'the name people see on the consent page')
+  .option('--redirect-uri <uri>', 'an allowed redirect URI (repeat for several)', (value: string, previous: string[]) => [...previous, value], [] as string[])
+  .option('--principal <name>', 'approve at once as this principal (no consent page); with --confidential, allows client_credentials')
+  .option('--confidential', 'issue a client secret (client_secret_post or client_secret_basic)', false)
+  .option('--scopes <scopes>', 'limit the scopes this client may get')
+  .action(async (opts: { name: string, redirectUri: string[], principal?: string, confidential: boolean, scopes?: string }) => {
+    const created = await api<Record<string, unknown>>('POST', 'clients', {
+      name: opts.name, redirect_uris: opts.redirectUri, principal: opts.principal, confidential: opts.confidential, scopes: opts.scopes
+    })
+    output(created, () => [
+      `client ${String(created.client_name)} registered`,
+      `  client_id:     ${String(created.client_id)}`,
+      ...(created.client_secret !== undefined ? [`  client_secret: ${String(created.client_secret)}`, '', 'The secret is shown only this once; store it now.'] : []),
+      ...(opts.principal !== undefined ? [`Authorizations are approved at once as ${opts.principal}.`] : ['Authorizations show the consent page.'])
+    ].join('\n'))
+  })
+client.command('list').description('list OAuth clients').action(async () => {
+  const { clients } = await api<{ clients: Array<Record<string, unknown>> }>('GET', 'clients')
+  output(clients, () => table(clients, ['client_id', 'kind', 'client_name', 'principal', 'token_endpoint_auth_method', 'active_grants', 'last_used_at']))
+})
+client.command('remove <client_id>').description('remove a client and revoke everything issued to it').action(async (clientId: string) => {
+  const removed = await api<Record<string, unknown>>('DELETE', `clients/${encodeURIComponent(clientId)}`)
+  output(removed, () => `client ${clientId} removed; its tokens no longer work`)
+})
+
+const grant = program.command('grant').description('OAuth grants: one per authorization of a client by a principal')
+grant.command('list')
+  .description('list grants')
+  .option('--principal <name>', 'only this principal\'s grants')
+  .option('--client <client_id>', 'only this client\'s grants')
+  .action(async (opts: { principal?: string, client?: string }) => {
+    const query = new URLSearchParams()
+    if (opts.principal !== undefined) query.set('principal', opts.principal)
+    if (opts.client !== undefined) query.set('client', opts.client)
+    const { grants } = await api<{ grants: Array<Record<string, unknown>> }>('GET', `grants${query.size > 0 ? `?${query.toString()}` : ''}`)
+    output(grants, () => table(grants, ['id', 'principal', 'client_name', 'client_id', 'scopes', 'active_tokens', 'created_at', 'revoked_at', 'revoked_reason']))
+  })
+grant.command('revoke <id>').description('revoke a grant: its access and refresh tokens stop working at once').action(async (id: string) => {
+  const revoked = await api<Record<string, unknown>>('POST', `grants/${encodeURIComponent(String(positiveInt(id)))}/revoke`)
+  output(revoked, () => `grant #${String(revoked.revoked)} revoked`)
+})
+
+program.command('login-code <name>')
+  .description('a one-time code proving principal NAME on the consent page (valid 10 minutes, works once)')
+  .action(async (name: string) => {
+    const issued = await api<Record<string, unknown>>('POST', 'login-codes', { principal: name })
+    output({ code: issued.code, expires_at: issued.expires_at }, () => `login code for ${String(issued.principal)}: ${String(issued.code)} (expires ${String(issued.expires_at)})`)
+  })
+
 program.command('audit')
   .description('the audit log')
   .command('tail')

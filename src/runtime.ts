@@ -33,7 +33,7 @@ export async function startRuntime (config: Config, log: FastifyBaseLogger, opti
   const database = options.database ?? await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir })
   try {
     await migrate(database, config.databaseUrl)
-    const authenticator = new Authenticator(database, options.authenticator)
+    const authenticator = new Authenticator(database, { ...options.authenticator, resourceUrl: config.resourceUrl })
     const bus = new Bus(database)
     const audit = new AuditLog(database, log)
     await authenticator.start()

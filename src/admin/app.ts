@@ -8,6 +8,9 @@ import {
   AdminInputError, createPrincipal, issueApiToken, listApiTokens, listPrincipals, revokeApiToken, setPrincipalDisabled
 } from '../principals/store.ts'
 import type { Runtime } from '../runtime.ts'
+import { createPreregisteredClient, listClients, registrationResponse, removeClient } from '../oauth/clients.ts'
+import { createLoginCode } from '../oauth/consent-store.ts'
+import { listGrants, revokeGrantByAdmin } from '../oauth/grants.ts'
 
 const nameParam = { type: 'object', required: ['name'], properties: { name: { type: 'string', minLength: 1, maxLength: 64 } } } as const
 const idParam = { type: 'object', required: ['id'], properties: { id: { type: 'integer', minimum: 1 } } } as const
@@ -90,6 +93,56 @@ export async function adminRoutes (fastify: FastifyInstance, { runtime }: { runt
     const token = await revokeApiToken(db, request.params.id)
     record('token.revoke', `${token.principal} #${token.id}`)
     return token
+  })
+
+  fastify.get('/clients', async () => ({ clients: await listClients(db) }))
+
+  fastify.post<{ Body: { name: string, redirect_uris?: string[], principal?: string, confidential?: boolean, scopes?: string } }>('/clients', {
+    schema: {
+      body: {
+        type: 'object',
+        required: ['name'],
+        additionalProperties: false,
+        properties: {
+          name: { type: 'string', maxLength: 200 },
+          redirect_uris: { type: 'array', maxItems: 20, items: { type: 'string', maxLength: 2000 } },
+          principal: { type: 'string', maxLength: 64 },
+          confidential: { type: 'boolean' },
+          scopes: { type: 'string', maxLength: 200 }
+        }
+      }
+    }
+  }, async (request, reply) => {
+    const { name, redirect_uris: redirectUris = [], principal, confidential, scopes } = request.body
+    const registered = await createPreregisteredClient(db, { name, redirectUris, principal, confidential, scopes })
+    record('client.add', registered.client.clientId)
+    return await reply.code(201).header('Cache-Control', 'no-store').send({ ...registrationResponse(registered), principal: principal ?? null })
+  })
+
+  fastify.delete<{ Params: { clientId: string } }>('/clients/:clientId', {
+    schema: { params: { type: 'object', required: ['clientId'], properties: { clientId: { type: 'string', minLength: 1, maxLength: 2000 } } } }
+  }, async (request) => {
+    await removeClient(db, request.params.clientId)
+    record('client.remove', request.params.clientId)
+    return { removed: request.params.clientId }
+  })
+
+  fastify.get<{ Querystring: { principal?: string, client?: string } }>('/grants', {
+    schema: { querystring: { type: 'object', additionalProperties: false, properties: { principal: { type: 'string', maxLength: 64 }, client: { type: 'string', maxLength: 2000 } } } }
+  }, async (request) => ({ grants: await listGrants(db, { principal: request.query.principal, clientId: request.query.client }) }))
+
+  fastify.post<{ Params: { id: number } }>('/grants/:id/revoke', { schema: { params: idParam } }, async (request) => {
+    await revokeGrantByAdmin(db, request.params.id)
+    record('grant.revoke', `#${request.params.id}`)
+    return { revoked: request.params.id }
+  })
+
+  fastify.post<{ Body: { principal: string } }>('/login-codes', {
+    schema: { body: { type: 'object', required: ['principal'], additionalProperties: false, properties: { principal: { type: 'string', maxLength: 64 } } } }
+  }, async (request, reply) => {
+    const issued = await createLoginCode(db, request.body.principal)
+    record('login-code.issue', issued.principal)
+    return await reply.code(201).header('Cache-Control', 'no-store').send(issued)
   })
 
   fastify.get<{ Querystring: { limit?: number } }>('/audit', {

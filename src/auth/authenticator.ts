@@ -13,6 +13,11 @@ export interface AuthenticatorOptions {
   touchIntervalMs?: number
 }
 
+export interface AuthenticatorSettings extends AuthenticatorOptions {
+  /** PUBLIC_URL/mcp: OAuth access tokens for any other resource are refused (RFC 8707). */
+  resourceUrl: string
+}
+
 interface CacheEntry { context: AuthContext, until: number }
 
 type TokenRow = {
@@ -37,7 +42,10 @@ export class Authenticator {
   private readonly maxCacheEntries: number
   private readonly touchIntervalMs: number
 
-  constructor (private readonly database: Database, options: AuthenticatorOptions = {}) {
+  private readonly resourceUrl: string
+
+  constructor (private readonly database: Database, options: AuthenticatorSettings) {
+    this.resourceUrl = options.resourceUrl
     this.cacheTtlMs = options.cacheTtlMs ?? 30_000
     this.maxCacheEntries = options.maxCacheEntries ?? 10_000
     this.touchIntervalMs = options.touchIntervalMs ?? 10_000
@@ -64,10 +72,10 @@ export class Authenticator {
   /** The caller behind a bearer secret, or null if it is unknown, expired, revoked or disabled. */
   async authenticate (secret: string): Promise<AuthContext | null> {
     const kind = kindOfSecret(secret)
-    // Only API tokens are bearer credentials here; refresh tokens, codes and client secrets
-    // presented as bearers are refused without a lookup. Unprefixed secrets are API tokens
-    // issued before prefixes existed.
-    if (kind !== undefined && kind !== 'apiToken') return null
+    // API tokens and OAuth access tokens are bearer credentials; refresh tokens, codes and
+    // client secrets presented as bearers are refused without a lookup. Unprefixed secrets
+    // are API tokens issued before prefixes existed.
+    if (kind !== undefined && kind !== 'apiToken' && kind !== 'accessToken') return null
 
     const key = hashSecret(secret)
     const cacheKey = key.toString('base64')
@@ -78,7 +86,7 @@ export class Authenticator {
     }
 
     const generation = this.generation
-    const context = await this.lookupApiToken(key)
+    const context = kind === 'accessToken' ? await this.lookupAccessToken(key) : await this.lookupApiToken(key)
     if (context === null) return null
     if (generation === this.generation) {
       if (this.cache.size >= this.maxCacheEntries) {
@@ -104,6 +112,22 @@ export class Authenticator {
       from api_tokens t join principals p on p.id = t.principal_id
       where t.token_hash = ${hash}`))
     return toContext(rows[0], 'api_token')
+  }
+
+  /** The token, its grant and its principal must all be live, and the audience must be this server. */
+  private async lookupAccessToken (hash: Buffer): Promise<AuthContext | null> {
+    const rows = rowsOf<TokenRow & { resource: string, grant_revoked_at: Date | string | null }>(await this.database.db.execute(sql`
+      select t.id, t.scopes, t.expires_at, t.revoked_at, t.resource, g.revoked_at as grant_revoked_at,
+        p.id as principal_id, p.name as principal_name, p.scopes as principal_scopes, p.disabled_at,
+        c.client_id
+      from oauth_tokens t
+        join oauth_grants g on g.id = t.grant_id
+        join principals p on p.id = g.principal_id
+        join oauth_clients c on c.id = g.client_id
+      where t.token_hash = ${hash} and t.kind = 'access'`))
+    const row = rows[0]
+    if (row === undefined || row.grant_revoked_at !== null || row.resource !== this.resourceUrl) return null
+    return toContext(row, 'oauth')
   }
 
   async flushTouches (): Promise<void> {

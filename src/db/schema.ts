@@ -40,6 +40,120 @@ export const apiTokens = pgTable('api_tokens', {
   index('api_tokens_principal_id_idx').on(t.principalId)
 ])
 
+/**
+ * OAuth clients: registered dynamically (RFC 7591), pre-registered by the admin, or resolved
+ * from a Client ID Metadata Document (then `client_id` is the document's URL and the row is a
+ * cache of it, refreshed when `metadata_expires_at` passes).
+ */
+export const oauthClients = pgTable('oauth_clients', {
+  id: id(),
+  clientId: text('client_id').notNull(),
+  /** 'dynamic' | 'preregistered' | 'metadata_document' */
+  kind: text('kind').notNull(),
+  clientName: text('client_name').notNull(),
+  redirectUris: text('redirect_uris').array().notNull(),
+  /** 'none' | 'client_secret_post' | 'client_secret_basic' */
+  tokenEndpointAuthMethod: text('token_endpoint_auth_method').notNull(),
+  grantTypes: text('grant_types').array().notNull(),
+  /** Scopes this client may ask for; null means every scope. */
+  scopes: text('scopes').array(),
+  secretHash: bytea('secret_hash'),
+  /** Pre-registered clients bound to a principal are approved at once as that principal. */
+  principalId: bigint('principal_id', { mode: 'number' }).references(() => principals.id, { onDelete: 'cascade' }),
+  /** The registration request's metadata as accepted (echoed by RFC 7591 responses). */
+  metadata: jsonb('metadata').notNull(),
+  metadataExpiresAt: at('metadata_expires_at'),
+  createdAt: createdAt(),
+  /** Set when a grant is first made: dynamic registrations without one are purged after a day. */
+  lastUsedAt: at('last_used_at')
+}, (t) => [
+  uniqueIndex('oauth_clients_client_id_key').on(t.clientId)
+])
+
+/** One authorization of a client by a principal: the family that rotation and revocation act on. */
+export const oauthGrants = pgTable('oauth_grants', {
+  id: id(),
+  clientId: bigint('client_id', { mode: 'number' }).notNull().references(() => oauthClients.id, { onDelete: 'cascade' }),
+  principalId: bigint('principal_id', { mode: 'number' }).notNull().references(() => principals.id, { onDelete: 'cascade' }),
+  scopes: text('scopes').array().notNull(),
+  resource: text('resource').notNull(),
+  createdAt: createdAt(),
+  revokedAt: at('revoked_at'),
+  /** Why it was revoked: 'admin', 'revocation', 'code_replay', 'refresh_reuse', 'client_removed'. */
+  revokedReason: text('revoked_reason')
+}, (t) => [
+  index('oauth_grants_principal_idx').on(t.principalId),
+  index('oauth_grants_client_idx').on(t.clientId)
+])
+
+export const oauthCodes = pgTable('oauth_codes', {
+  id: id(),
+  codeHash: bytea('code_hash').notNull(),
+  grantId: bigint('grant_id', { mode: 'number' }).notNull().references(() => oauthGrants.id, { onDelete: 'cascade' }),
+  redirectUri: text('redirect_uri').notNull(),
+  codeChallenge: text('code_challenge').notNull(),
+  expiresAt: at('expires_at').notNull(),
+  consumedAt: at('consumed_at'),
+  createdAt: createdAt()
+}, (t) => [
+  uniqueIndex('oauth_codes_code_hash_key').on(t.codeHash),
+  index('oauth_codes_expires_at_idx').on(t.expiresAt)
+])
+
+/** Access and refresh tokens (hashed). A refresh token is used once: `rotated_at` marks it spent. */
+export const oauthTokens = pgTable('oauth_tokens', {
+  id: id(),
+  tokenHash: bytea('token_hash').notNull(),
+  /** 'access' | 'refresh' */
+  kind: text('kind').notNull(),
+  grantId: bigint('grant_id', { mode: 'number' }).notNull().references(() => oauthGrants.id, { onDelete: 'cascade' }),
+  scopes: text('scopes').array().notNull(),
+  resource: text('resource').notNull(),
+  createdAt: createdAt(),
+  expiresAt: at('expires_at').notNull(),
+  rotatedAt: at('rotated_at'),
+  revokedAt: at('revoked_at')
+}, (t) => [
+  uniqueIndex('oauth_tokens_token_hash_key').on(t.tokenHash),
+  index('oauth_tokens_grant_idx').on(t.grantId),
+  index('oauth_tokens_expires_at_idx').on(t.expiresAt)
+])
+
+/**
+ * An authorization request waiting on the consent page. The form carries `transaction`, the
+ * browser a cookie with `csrf`; both are stored hashed and the row is consumed once.
+ */
+export const oauthPendingAuthorizations = pgTable('oauth_pending_authorizations', {
+  id: id(),
+  transactionHash: bytea('transaction_hash').notNull(),
+  csrfHash: bytea('csrf_hash').notNull(),
+  clientId: bigint('client_id', { mode: 'number' }).notNull().references(() => oauthClients.id, { onDelete: 'cascade' }),
+  redirectUri: text('redirect_uri').notNull(),
+  state: text('state'),
+  codeChallenge: text('code_challenge').notNull(),
+  scopes: text('scopes').array().notNull(),
+  resource: text('resource').notNull(),
+  failedAttempts: integer('failed_attempts').notNull().default(0),
+  expiresAt: at('expires_at').notNull(),
+  consumedAt: at('consumed_at'),
+  createdAt: createdAt()
+}, (t) => [
+  uniqueIndex('oauth_pending_transaction_hash_key').on(t.transactionHash),
+  index('oauth_pending_expires_at_idx').on(t.expiresAt)
+])
+
+/** One-time codes from `bus-mcp login-code NAME`, proving a principal on the consent page. */
+export const loginCodes = pgTable('login_codes', {
+  id: id(),
+  codeHash: bytea('code_hash').notNull(),
+  principalId: bigint('principal_id', { mode: 'number' }).notNull().references(() => principals.id, { onDelete: 'cascade' }),
+  expiresAt: at('expires_at').notNull(),
+  usedAt: at('used_at'),
+  createdAt: createdAt()
+}, (t) => [
+  uniqueIndex('login_codes_code_hash_key').on(t.codeHash)
+])
+
 export const channels = pgTable('channels', {
   id: id(),
   name: text('name').notNull(),
@@ -112,4 +226,6 @@ export type Principal = typeof principals.$inferSelect
 export type ApiToken = typeof apiTokens.$inferSelect
 export type Channel = typeof channels.$inferSelect
 export type Message = typeof messages.$inferSelect
+export type OAuthClient = typeof oauthClients.$inferSelect
+export type OAuthGrant = typeof oauthGrants.$inferSelect
 export type AuditRow = typeof auditLog.$inferInsert

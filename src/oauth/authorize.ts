@@ -1,0 +1,286 @@
+import formbody from '@fastify/formbody'
+import { eq } from 'drizzle-orm'
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { parseScopes, SCOPES, type Scope } from '../auth/scopes.ts'
+import { isDatabaseUnavailable } from '../db/errors.ts'
+import { oauthClients, principals, type OAuthClient, type Principal } from '../db/schema.ts'
+import { constantEquals, hashSecret } from '../lib/secrets.ts'
+import type { Runtime } from '../runtime.ts'
+import type { ClientResolver } from './clients.ts'
+import {
+  consumePendingAuthorization, createPendingAuthorization, findPendingAuthorization, MAX_CONSENT_ATTEMPTS,
+  PENDING_AUTHORIZATION_TTL_SECONDS, principalForCredential, recordFailedAttempt
+} from './consent-store.ts'
+import { formActionSource, renderConsentPage, renderErrorPage, setPageHeaders } from './consent-page.ts'
+import { OAuthError, singleParams } from './errors.ts'
+import { createGrantWithCode } from './grants.ts'
+import { isValidS256Challenge } from './pkce.ts'
+import { isLoopbackRedirect, redirectUriMatches } from './redirect-uri.ts'
+import { namesThisResource } from './resource.ts'
+import { rateLimit } from './http.ts'
+
+/** Shown, never redirected: the client or its redirect URI could not be verified (RFC 6749 §4.1.2.1). */
+class AuthorizePageError extends Error {
+  constructor (readonly title: string, message: string, readonly statusCode = 400) {
+    super(message)
+  }
+}
+
+/** A verified authorization request, waiting for a principal's approval. */
+interface ValidRequest {
+  client: OAuthClient
+  redirectUri: string
+  state: string | undefined
+  codeChallenge: string
+  scopes: Scope[]
+  resource: string
+}
+
+const AUTHORIZE_PARAMS = ['client_id', 'redirect_uri', 'response_type', 'state', 'scope', 'code_challenge', 'code_challenge_method', 'resource'] as const
+
+/**
+ * The authorization endpoint (GET, and POST per RFC 6749 §3.1), also at `/authorize`.
+ * Phase one verifies the client and its redirect URI (errors are shown on a page); phase two
+ * checks the rest (errors go back to the client with `state` and `iss`). Then it approves at
+ * once (pre-registered client bound to a principal, or AUTO_APPROVE_PRINCIPAL) or shows the
+ * consent page, whose form posts back here with its transaction.
+ */
+export default async function authorizeRoutes (fastify: FastifyInstance, { runtime, clients }: { runtime: Runtime, clients: ClientResolver }): Promise<void> {
+  const { config, database, audit } = runtime
+  const db = database.db
+  const issuer = config.publicUrl
+  const secureCookies = config.publicUrl.startsWith('https:')
+  await fastify.register(formbody, { bodyLimit: 16 * 1024 })
+
+  fastify.setErrorHandler(async (error: FastifyError | AuthorizePageError, request, reply) => {
+    if (error instanceof AuthorizePageError) {
+      return await setPageHeaders(reply).code(error.statusCode).send(renderErrorPage(error.title, error.message))
+    }
+    if (isDatabaseUnavailable(error)) {
+      return await setPageHeaders(reply).code(503).header('Retry-After', '5').send(renderErrorPage('Temporarily unavailable', 'The server cannot reach its database. Try again in a moment.'))
+    }
+    const status = (error as FastifyError).statusCode ?? 500
+    if (status >= 500) request.log.error({ err: error }, 'authorize failed')
+    const message = status === 429 ? 'Too many authorization attempts from your address. Wait a few minutes and try again.' : status >= 500 ? 'Something went wrong on the server.' : 'The request could not be read.'
+    return await setPageHeaders(reply).code(status >= 500 ? 500 : status).send(renderErrorPage(status === 429 ? 'Too many requests' : 'Authorization failed', message))
+  })
+
+  const routeOptions = { config: { rateLimit: rateLimit(config, 'authorize') } }
+  for (const path of ['/oauth/authorize', '/authorize']) {
+    fastify.get(path, routeOptions, async (request, reply) => await handleRequest(request, reply, request.query, path))
+    fastify.post(path, routeOptions, async (request, reply) => {
+      const body = (request.body ?? {}) as Record<string, unknown>
+      if (typeof body.transaction === 'string' || Array.isArray(body.transaction)) return await handleConsent(request, reply, body, path)
+      return await handleRequest(request, reply, body, path)
+    })
+  }
+
+  async function handleRequest (request: FastifyRequest, reply: FastifyReply, params: unknown, path: string): Promise<FastifyReply> {
+    const valid = await validateRequest(params)
+    if (valid instanceof OAuthRedirect) return sendRedirect(reply, valid.uri, 302)
+    const autoPrincipal = await automaticPrincipal(valid.client)
+    if (autoPrincipal !== undefined) {
+      return sendRedirect(reply, await approve(valid, autoPrincipal, 'automatic'), 302)
+    }
+    const { transaction, csrf } = await createPendingAuthorization(db, valid)
+    reply.header('Set-Cookie', csrfCookie(transaction, csrf, PENDING_AUTHORIZATION_TTL_SECONDS))
+    return await setPageHeaders(reply, formActionSource(valid.redirectUri)).send(renderConsentPage({
+      action: path,
+      transaction,
+      clientName: valid.client.clientName,
+      clientId: valid.client.clientId,
+      redirectHost: redirectHostOf(valid.redirectUri),
+      loopbackOnly: valid.client.redirectUris.every(isLoopbackRedirect),
+      scopes: valid.scopes
+    }))
+  }
+
+  async function validateRequest (raw: unknown): Promise<ValidRequest | OAuthRedirect> {
+    // Phase one: client_id and redirect_uri, each exactly once.
+    let first: Record<string, string | undefined>
+    try {
+      first = singleParams(raw, ['client_id', 'redirect_uri'])
+    } catch (err) {
+      throw new AuthorizePageError('Invalid authorization request', (err as Error).message)
+    }
+    if (first.client_id === undefined) throw new AuthorizePageError('Invalid authorization request', 'The request has no client_id.')
+    let client: OAuthClient | undefined
+    try {
+      client = await clients.find(first.client_id)
+    } catch (err) {
+      if (err instanceof OAuthError) throw new AuthorizePageError('Unknown application', err.description)
+      throw err
+    }
+    if (client === undefined) throw new AuthorizePageError('Unknown application', 'This application is not registered with this server (its registration may have been removed). Connect it again.')
+    if (!client.grantTypes.includes('authorization_code')) throw new AuthorizePageError('Invalid authorization request', 'This client is not allowed to use the authorization code flow.')
+    let redirectUri = first.redirect_uri
+    if (redirectUri === undefined) {
+      // RFC 6749 §3.1.2.3: optional only when exactly one complete URI is registered.
+      const only = client.redirectUris.length === 1 ? client.redirectUris[0] : undefined
+      if (only === undefined || isLoopbackRedirect(only)) throw new AuthorizePageError('Invalid authorization request', 'The request has no redirect_uri, and the client has no single one to default to.')
+      redirectUri = only
+    } else if (!client.redirectUris.some((registered) => redirectUriMatches(registered, redirectUri as string))) {
+      throw new AuthorizePageError('Invalid redirect URI', 'The redirect_uri is not one this application registered.')
+    }
+
+    // Phase two: errors go back to the verified redirect URI.
+    const fail = (error: string, description: string, state?: string): OAuthRedirect =>
+      new OAuthRedirect(authorizationResponse(redirectUri as string, { error, error_description: description, state }))
+    const stateValue = (raw as Record<string, unknown> | undefined)?.state
+    const state = typeof stateValue === 'string' && stateValue.length <= 4096 ? stateValue : undefined
+    let p: Record<string, string | undefined>
+    try {
+      p = singleParams(raw, AUTHORIZE_PARAMS)
+    } catch (err) {
+      return fail('invalid_request', (err as OAuthError).description, state)
+    }
+    if (p.response_type !== 'code') {
+      return fail(p.response_type === undefined ? 'invalid_request' : 'unsupported_response_type', 'response_type must be "code"', state)
+    }
+    if (p.code_challenge === undefined) return fail('invalid_request', 'PKCE is required: send code_challenge with code_challenge_method=S256', state)
+    if (p.code_challenge_method !== 'S256') return fail('invalid_request', 'code_challenge_method must be S256 (plain is not accepted)', state)
+    if (!isValidS256Challenge(p.code_challenge)) return fail('invalid_request', 'code_challenge must be 43 base64url characters (S256)', state)
+    if (p.resource !== undefined && !namesThisResource(p.resource, config.resourceUrl)) {
+      return fail('invalid_target', `resource must be ${config.resourceUrl}`, state)
+    }
+    const allowed = client.scopes === null ? [...SCOPES] : client.scopes as Scope[]
+    let scopes: Scope[] = allowed
+    if (p.scope !== undefined) {
+      const parsed = parseScopes(p.scope)
+      const unknown = parsed.unknown.filter((s) => s !== 'offline_access')
+      if (unknown.length > 0) return fail('invalid_scope', `Unknown scope "${unknown[0]?.slice(0, 100) ?? ''}"; this server's scopes are ${SCOPES.join(' ')}`, state)
+      // No scope (or only offline_access) means the default; others are narrowed to what the client may hold.
+      if (parsed.scopes.length > 0) scopes = parsed.scopes.filter((s) => allowed.includes(s))
+    }
+    if (scopes.length === 0) return fail('invalid_scope', 'None of the requested scopes is available to this client', state)
+    return { client, redirectUri, state, codeChallenge: p.code_challenge, scopes, resource: config.resourceUrl }
+  }
+
+  async function automaticPrincipal (client: OAuthClient): Promise<Principal | undefined> {
+    let principal: Principal | undefined
+    if (client.kind === 'preregistered') {
+      if (client.principalId === null) return undefined
+      ;[principal] = await db.select().from(principals).where(eq(principals.id, client.principalId))
+    } else if (config.autoApprovePrincipal !== undefined) {
+      ;[principal] = await db.select().from(principals).where(eq(principals.name, config.autoApprovePrincipal))
+      if (principal === undefined) throw new AuthorizePageError('Server misconfigured', `AUTO_APPROVE_PRINCIPAL names "${config.autoApprovePrincipal}", which does not exist. Create it with: npx bus-mcp principal add ${config.autoApprovePrincipal}`, 500)
+    } else {
+      return undefined
+    }
+    if (principal === undefined || principal.disabledAt !== null) throw new AuthorizePageError('Access denied', 'The principal this application acts as is disabled.', 403)
+    return principal
+  }
+
+  /** Issues the code for `principal`, narrowing the scopes to what it holds; returns the redirect. */
+  async function approve (request: ValidRequest, principal: Principal, how: string): Promise<string> {
+    const scopes = request.scopes.filter((s) => principal.scopes.includes(s))
+    if (scopes.length === 0) {
+      audit.record({ kind: 'oauth', action: 'authorize', outcome: 'denied', principalId: principal.id, principalName: principal.name, clientId: request.client.clientId, detail: 'no scopes' })
+      return authorizationResponse(request.redirectUri, { error: 'access_denied', error_description: `${principal.name} holds none of the requested scopes`, state: request.state })
+    }
+    const code = await createGrantWithCode(db, {
+      client: request.client, principalId: principal.id, scopes, resource: request.resource, redirectUri: request.redirectUri, codeChallenge: request.codeChallenge
+    }, config)
+    audit.record({ kind: 'oauth', action: 'authorize', outcome: 'ok', principalId: principal.id, principalName: principal.name, authKind: 'oauth', clientId: request.client.clientId, detail: how })
+    return authorizationResponse(request.redirectUri, { code, state: request.state })
+  }
+
+  async function handleConsent (request: FastifyRequest, reply: FastifyReply, body: Record<string, unknown>, path: string): Promise<FastifyReply> {
+    let form: Record<string, string | undefined>
+    try {
+      form = singleParams(body, ['transaction', 'action', 'credential'])
+    } catch (err) {
+      throw new AuthorizePageError('Invalid form', (err as Error).message)
+    }
+    const pending = form.transaction === undefined ? undefined : await findPendingAuthorization(db, form.transaction)
+    if (pending === undefined || pending.consumedAt !== null || pending.expiresAt.getTime() <= Date.now()) {
+      throw new AuthorizePageError('This request is no longer valid', 'This authorization page was already used or has expired. Start the connection again from your application.')
+    }
+    // The cookie set with this page must come back with it (CSRF: a form posted from another
+    // site, or from another browser, does not carry it).
+    const csrf = readCookie(request.headers.cookie, csrfCookieName(form.transaction as string))
+    if (csrf === undefined || !constantEquals(hashSecret(csrf).toString('base64'), pending.csrfHash.toString('base64'))) {
+      throw new AuthorizePageError('Request refused', 'This form did not come from the page this server showed you (missing or wrong security cookie). Start the connection again.', 403)
+    }
+    const [client] = await db.select().from(oauthClients).where(eq(oauthClients.id, pending.clientId))
+    if (client === undefined) throw new AuthorizePageError('Unknown application', 'This application was removed.')
+    const valid: ValidRequest = {
+      client, redirectUri: pending.redirectUri, state: pending.state ?? undefined, codeChallenge: pending.codeChallenge, scopes: pending.scopes as Scope[], resource: pending.resource
+    }
+    reply.header('Set-Cookie', csrfCookie(form.transaction as string, '', 0))
+
+    if (form.action === 'deny') {
+      if (!await consumePendingAuthorization(db, pending.id)) throw spentError()
+      audit.record({ kind: 'oauth', action: 'authorize', outcome: 'denied', clientId: client.clientId, detail: 'denied on consent page' })
+      return sendRedirect(reply, authorizationResponse(valid.redirectUri, { error: 'access_denied', error_description: 'The request was denied', state: valid.state }), 303)
+    }
+    if (form.action !== 'approve') throw new AuthorizePageError('Invalid form', 'Choose Approve or Deny.')
+    const principal = form.credential === undefined ? null : await principalForCredential(db, form.credential)
+    if (principal === null) {
+      const attempts = await recordFailedAttempt(db, pending.id)
+      audit.record({ kind: 'oauth', action: 'consent', outcome: 'denied', clientId: client.clientId, detail: 'wrong credential' })
+      if (attempts >= MAX_CONSENT_ATTEMPTS) {
+        await consumePendingAuthorization(db, pending.id)
+        return sendRedirect(reply, authorizationResponse(valid.redirectUri, { error: 'access_denied', error_description: 'Too many wrong credentials', state: valid.state }), 303)
+      }
+      reply.header('Set-Cookie', csrfCookie(form.transaction as string, csrf, Math.max(1, Math.floor((pending.expiresAt.getTime() - Date.now()) / 1000))))
+      return await setPageHeaders(reply, formActionSource(valid.redirectUri)).code(401).send(renderConsentPage({
+        action: path,
+        transaction: form.transaction as string,
+        clientName: client.clientName,
+        clientId: client.clientId,
+        redirectHost: redirectHostOf(valid.redirectUri),
+        loopbackOnly: client.redirectUris.every(isLoopbackRedirect),
+        scopes: valid.scopes,
+        error: `That is not a valid API token or login code (attempt ${attempts} of ${MAX_CONSENT_ATTEMPTS}).`
+      }))
+    }
+    if (!await consumePendingAuthorization(db, pending.id)) throw spentError()
+    return sendRedirect(reply, await approve(valid, principal, 'consent'), 303)
+  }
+
+  function authorizationResponse (redirectUri: string, params: Record<string, string | undefined>): string {
+    const url = new URL(redirectUri)
+    for (const [name, value] of Object.entries(params)) {
+      if (value !== undefined) url.searchParams.set(name, value)
+    }
+    // RFC 9207: every authorization response names its issuer (mix-up defence).
+    url.searchParams.set('iss', issuer)
+    return url.toString()
+  }
+
+  function csrfCookie (transaction: string, value: string, maxAge: number): string {
+    return `${csrfCookieName(transaction)}=${value}; Path=/; Max-Age=${maxAge}; HttpOnly; SameSite=Strict${secureCookies ? '; Secure' : ''}`
+  }
+}
+
+class OAuthRedirect {
+  constructor (readonly uri: string) {}
+}
+
+function spentError (): AuthorizePageError {
+  return new AuthorizePageError('This request is no longer valid', 'This authorization page was already used. Start the connection again from your application.')
+}
+
+function sendRedirect (reply: FastifyReply, location: string, status: 302 | 303): FastifyReply {
+  return reply.code(status).header('Location', location).header('Cache-Control', 'no-store').send()
+}
+
+/** One cookie per consent page, so two tabs authorizing at once do not overwrite each other. */
+function csrfCookieName (transaction: string): string {
+  return `bus_consent_${hashSecret(transaction).toString('hex').slice(0, 16)}`
+}
+
+function readCookie (header: string | undefined, name: string): string | undefined {
+  if (header === undefined) return undefined
+  for (const part of header.split(';')) {
+    const [key, ...rest] = part.trim().split('=')
+    if (key === name) return rest.join('=')
+  }
+  return undefined
+}
+
+function redirectHostOf (uri: string): string {
+  const url = new URL(uri)
+  return url.host !== '' ? url.host : url.protocol
+}
