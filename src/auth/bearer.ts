@@ -4,20 +4,25 @@ const MAX_TOKEN_LENGTH = 512
 
 export type BearerParse =
   | { status: 'missing' }
+  | { status: 'unsupported' }
   | { status: 'malformed' }
   | { status: 'ok', token: string }
 
 /**
- * Reads `Authorization: Bearer <token>`. The scheme is case-insensitive (RFC 9110 §11.1);
- * anything else (Basic, two headers, an empty or oversized token) is malformed, not missing.
+ * Reads `Authorization: Bearer <token>`. The scheme is case-insensitive (RFC 9110 §11.1).
+ * Another scheme (Basic, Digest, …) is `unsupported`: RFC 6750 §3.1 treats it like no
+ * credentials at all. A Bearer header that is broken (two headers, an empty, oversized or
+ * non-b64token token) is `malformed`.
  */
 export function parseBearer (header: string | string[] | undefined): BearerParse {
   if (header === undefined) return { status: 'missing' }
   if (Array.isArray(header)) return { status: 'malformed' }
-  const match = /^([A-Za-z]+) +(\S+) *$/.exec(header)
-  if (match === null) return header.trim() === '' ? { status: 'missing' } : { status: 'malformed' }
-  const [, scheme, token] = match as unknown as [string, string, string]
-  if (scheme.toLowerCase() !== 'bearer') return { status: 'malformed' }
+  if (header.trim() === '') return { status: 'missing' }
+  const scheme = /^\s*(\S+)/.exec(header)?.[1] ?? ''
+  if (scheme.toLowerCase() !== 'bearer') return { status: /^[A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]*$/.test(scheme) ? 'unsupported' : 'malformed' }
+  const match = /^[A-Za-z]+ +(\S+) *$/.exec(header)
+  if (match === null) return { status: 'malformed' }
+  const token = match[1] as string
   if (token.length > MAX_TOKEN_LENGTH || !B64TOKEN.test(token)) return { status: 'malformed' }
   return { status: 'ok', token }
 }

@@ -60,7 +60,8 @@ export function createMcpServer ({ bus, audit, log }: McpServerDeps): Server {
       finish('denied', 'insufficient_scope')
       return toolError(`This token lacks the "${tool.scope}" scope needed by ${tool.name}.`)
     }
-    const parsed = tool.input.safeParse(request.params.arguments ?? {})
+    // reportInput: without it every issue lacks `input`, and a wrong type reads as "is required".
+    const parsed = tool.input.safeParse(request.params.arguments ?? {}, { reportInput: true })
     if (!parsed.success) {
       finish('error', 'invalid_arguments')
       return toolError(describeInputError(parsed.error))

@@ -54,7 +54,7 @@ export default async function mcpRoutes (fastify: FastifyInstance, { runtime }: 
   fastify.addHook('onRequest', async (request, reply) => {
     if (request.method === 'OPTIONS') return
     const bearer = parseBearer(request.headers.authorization)
-    if (bearer.status === 'missing') {
+    if (bearer.status === 'missing' || bearer.status === 'unsupported') {
       // RFC 6750 §3.1: no credentials (or another scheme) gets a challenge without an error code.
       reply.header('WWW-Authenticate', bearerChallenge({ resourceMetadataUrl, scope: SCOPES.join(' ') }))
       return await sendRpcError(reply, 401, 'Authentication required: send Authorization: Bearer <token> (an API token, or an OAuth access token from this server)')
@@ -142,22 +142,27 @@ export default async function mcpRoutes (fastify: FastifyInstance, { runtime }: 
   /**
    * Step-up (MCP authorization, RFC 6750 §3.1): a tool call the token's scopes do not cover is
    * answered 403 insufficient_scope naming every scope the request needs, so the client can ask
-   * for them in one authorization.
+   * for them in one authorization. Only the scopes this request needs: since the 2026-07-28
+   * revision the client, not the server, accumulates what it was granted before.
    */
   async function checkScopes (request: FastifyRequest, reply: FastifyReply): Promise<void> {
     const auth = request.auth
     if (auth === null) return
     const needed = new Set<Scope>()
+    const tools = new Set<string>()
     for (const message of Array.isArray(request.body) ? request.body : [request.body]) {
       const name = toolNameOf(message)
       const scope = name === undefined ? undefined : TOOLS_BY_NAME.get(name)?.scope
-      if (scope !== undefined && scope !== null) needed.add(scope)
+      if (scope !== undefined && scope !== null) {
+        needed.add(scope)
+        if (!auth.scopes.includes(scope) && name !== undefined) tools.add(name)
+      }
     }
     const missing = [...needed].filter((s) => !auth.scopes.includes(s))
     if (missing.length === 0) return
-    const scope = sortScopes([...new Set([...auth.scopes, ...needed])]).join(' ')
+    const scope = sortScopes([...needed]).join(' ')
     runtime.audit.record({
-      kind: 'tool', action: [...needed].join(' '), outcome: 'denied', principalId: auth.principalId,
+      kind: 'tool', action: [...tools].join(' '), outcome: 'denied', principalId: auth.principalId,
       principalName: auth.principalName, authKind: auth.kind, clientId: auth.clientId, detail: 'insufficient_scope'
     })
     reply.header('WWW-Authenticate', bearerChallenge({
@@ -174,6 +179,11 @@ function toolNameOf (message: unknown): string | undefined {
 }
 
 function checkHeaders (request: FastifyRequest): { status: number, message: string } | undefined {
+  // Fastify parses text/plain (and other plugins may add types): only JSON is JSON-RPC here.
+  const type = request.headers['content-type']
+  if (type === undefined || !/^application\/json\s*(;|$)/i.test(type)) {
+    return { status: 415, message: 'Unsupported Media Type: Content-Type must be application/json' }
+  }
   const accept = request.headers.accept
   // We always answer with JSON, so any Accept that allows JSON will do (the SDK client sends
   // "application/json, text/event-stream"; curl sends */*).

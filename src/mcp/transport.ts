@@ -1,11 +1,35 @@
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js'
-import type {
-  JSONRPCErrorResponse, JSONRPCMessage, JSONRPCRequest, JSONRPCResultResponse, MessageExtraInfo, RequestId
+import {
+  CallToolRequestSchema, ErrorCode, InitializeRequestSchema, ListToolsRequestSchema,
+  type JSONRPCErrorResponse, type JSONRPCMessage, type JSONRPCRequest, type JSONRPCResultResponse, type MessageExtraInfo, type RequestId
 } from '@modelcontextprotocol/sdk/types.js'
 
 export type JSONRPCReply = JSONRPCResultResponse | JSONRPCErrorResponse
 
-interface Pending { originalId: RequestId, deliver: (reply: JSONRPCReply) => void }
+interface Pending { request: JSONRPCRequest, deliver: (reply: JSONRPCReply) => void }
+
+/**
+ * The SDK validates a request's params before its handler runs, and answers a failure as
+ * -32603 Internal error with the raw validation issues as the message. Such replies are
+ * rewritten here to -32602 Invalid params with a readable message. Only failed requests are
+ * parsed again: the hot path is untouched.
+ */
+const REQUEST_SCHEMAS = new Map<string, typeof CallToolRequestSchema | typeof ListToolsRequestSchema | typeof InitializeRequestSchema>([
+  ['tools/call', CallToolRequestSchema],
+  ['tools/list', ListToolsRequestSchema],
+  ['initialize', InitializeRequestSchema]
+])
+
+function invalidParams (request: JSONRPCRequest): string | undefined {
+  const schema = REQUEST_SCHEMAS.get(request.method)
+  const parsed = schema?.safeParse(request)
+  if (parsed === undefined || parsed.success) return undefined
+  const problems = parsed.error.issues.map((issue) => {
+    const path = issue.path.filter((p) => p !== 'params').join('.')
+    return `${path === '' ? 'params' : `"${path}"`}: ${issue.message}`
+  })
+  return `Invalid params for ${request.method}: ${problems.join('; ')}`
+}
 
 /**
  * Connects one long-lived SDK Server to many concurrent stateless HTTP requests.
@@ -40,7 +64,14 @@ export class MultiplexTransport implements Transport {
     const waiting = this.pending.get(message.id)
     if (waiting === undefined) return
     this.pending.delete(message.id)
-    waiting.deliver({ ...message, id: waiting.originalId } as JSONRPCReply)
+    if ('error' in message && message.error.code === ErrorCode.InternalError) {
+      const problem = invalidParams(waiting.request)
+      if (problem !== undefined) {
+        waiting.deliver({ jsonrpc: '2.0', id: waiting.request.id, error: { code: ErrorCode.InvalidParams, message: problem } })
+        return
+      }
+    }
+    waiting.deliver({ ...message, id: waiting.request.id } as JSONRPCReply)
   }
 
   /** Requests in flight (for metrics and leak tests). */
@@ -58,7 +89,7 @@ export class MultiplexTransport implements Transport {
     const replies = Promise.all(requests.map(async (request) => await new Promise<JSONRPCReply>((resolve) => {
       const id = this.nextId = (this.nextId + 1) % Number.MAX_SAFE_INTEGER
       ids.push(id)
-      this.pending.set(id, { originalId: request.id, deliver: resolve })
+      this.pending.set(id, { request, deliver: resolve })
       onmessage({ ...request, id }, extra)
     })))
     if (signal === undefined) return await replies

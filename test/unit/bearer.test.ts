@@ -25,13 +25,16 @@ t.test('every b64token character is accepted (RFC 6750 §2.1)', async (t) => {
   t.same(parseBearer(`Bearer ${generated}`), { status: 'ok', token: generated })
 })
 
-t.test('other schemes and broken headers are malformed, not missing', async (t) => {
+t.test('another scheme is unsupported: like no credentials (RFC 6750 §3.1)', async (t) => {
+  for (const header of ['Basic dXNlcjpwYXNz', 'basic dXNlcjpwYXNz', 'Token abc', 'Digest username="a", realm="b"', 'Bearerabc', 'Bear-er abc', 'Negotiate']) {
+    t.same(parseBearer(header), { status: 'unsupported' }, header)
+  }
+})
+
+t.test('broken Bearer headers are malformed, not missing', async (t) => {
   const malformed = [
-    'Basic dXNlcjpwYXNz',
-    'Token abc',
     'Bearer',
     'Bearer ',
-    'Bearerabc',
     'Bearer abc def',
     'Bearer a,b',
     'Bearer a"b',
@@ -39,7 +42,7 @@ t.test('other schemes and broken headers are malformed, not missing', async (t) 
     'Bearer abc=def',
     'Bearer ab\tc',
     ' Bearer abc',
-    'Bear-er abc',
+    '@#! abc',
     `Bearer ${'a'.repeat(513)}`
   ]
   for (const header of malformed) {
