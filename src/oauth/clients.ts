@@ -237,7 +237,7 @@ export class ClientResolver {
   async find (clientId: string): Promise<OAuthClient | undefined> {
     if (clientId.length > 2000) return undefined
     const [row] = await this.db.select().from(oauthClients).where(eq(oauthClients.clientId, clientId))
-    if (!isClientIdMetadataDocumentUrl(clientId)) return row
+    if (!isClientIdMetadataDocumentUrl(clientId, { allowPrivateHosts: this.options.allowPrivateHosts })) return row
     if (row !== undefined && row.kind !== 'metadata_document') return row
     const now = Date.now()
     if (row?.metadataExpiresAt != null && row.metadataExpiresAt.getTime() > now) return row
