@@ -1,6 +1,7 @@
 import Fastify, { type FastifyInstance } from 'fastify'
 import mcpRoutes from './mcp/plugin.ts'
 import oauthRoutes from './oauth/plugin.ts'
+import { requestMetrics } from './operations/metrics.ts'
 import errorReplies from './plugins/errors.ts'
 import healthRoutes from './plugins/health.ts'
 import type { Runtime } from './runtime.ts'
@@ -11,6 +12,7 @@ import type { Runtime } from './runtime.ts'
  * Never listens: server.ts (or a test) does.
  */
 export default async function app (fastify: FastifyInstance, { runtime }: { runtime: Runtime }): Promise<void> {
+  await fastify.register(requestMetrics, { metrics: runtime.metrics })
   await fastify.register(errorReplies)
   await fastify.register(healthRoutes, { runtime })
   await fastify.register(oauthRoutes, { runtime })

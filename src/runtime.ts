@@ -7,6 +7,8 @@ import { openDatabase, type Database } from './db/client.ts'
 import { migrate } from './db/migrate.ts'
 import { createMcpServer } from './mcp/mcp-server.ts'
 import { MultiplexTransport } from './mcp/transport.ts'
+import { Maintenance } from './operations/maintenance.ts'
+import { Metrics } from './operations/metrics.ts'
 
 /**
  * Everything both listeners (public and admin) share: the database and the services built on
@@ -20,17 +22,23 @@ export interface Runtime {
   bus: Bus
   audit: AuditLog
   mcpTransport: MultiplexTransport
+  metrics: Metrics
   close: () => Promise<void>
 }
+
+/** PostgreSQL connections per process: long-polls hold none (they wait on LISTEN), so few suffice. */
+const DATABASE_POOL_SIZE = 10
 
 export interface RuntimeOptions {
   /** Use this database instead of opening one from the config (tests share one). */
   database?: Database
   authenticator?: AuthenticatorOptions
+  /** Run the periodic purge (default true; tests call purgeOnce themselves). */
+  maintenance?: boolean
 }
 
 export async function startRuntime (config: Config, log: FastifyBaseLogger, options: RuntimeOptions = {}): Promise<Runtime> {
-  const database = options.database ?? await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir })
+  const database = options.database ?? await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolSize: DATABASE_POOL_SIZE })
   try {
     await migrate(database, config.databaseUrl)
     const authenticator = new Authenticator(database, { ...options.authenticator, resourceUrl: config.resourceUrl })
@@ -41,6 +49,15 @@ export async function startRuntime (config: Config, log: FastifyBaseLogger, opti
     const server = createMcpServer({ bus, audit, log })
     const mcpTransport = new MultiplexTransport()
     await server.connect(mcpTransport)
+    const metrics = new Metrics({
+      waitingLongPolls: () => bus.waiters.size,
+      cachedCredentials: () => authenticator.cacheSize,
+      databasePoolMax: database.kind === 'postgres' ? DATABASE_POOL_SIZE : 1,
+      databaseKind: database.kind
+    })
+    audit.observe((entry) => { metrics.observeAudit(entry) })
+    const maintenance = new Maintenance(database, config, log)
+    if (options.maintenance !== false) maintenance.start()
     return {
       config,
       log,
@@ -49,7 +66,9 @@ export async function startRuntime (config: Config, log: FastifyBaseLogger, opti
       bus,
       audit,
       mcpTransport,
+      metrics,
       async close () {
+        await maintenance.stop()
         await bus.stop()
         await server.close()
         await authenticator.stop()

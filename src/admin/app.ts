@@ -39,6 +39,10 @@ export async function adminRoutes (fastify: FastifyInstance, { runtime }: { runt
 
   fastify.get('/healthz', async () => ({ status: 'ok' }))
 
+  fastify.get('/metrics', async (_request, reply) => {
+    return await reply.header('Content-Type', runtime.metrics.registry.contentType).send(await runtime.metrics.registry.metrics())
+  })
+
   fastify.get('/principals', async () => ({ principals: await listPrincipals(db) }))
 
   fastify.post<{ Body: { name: string, scopes?: string | string[] } }>('/principals', {

@@ -30,9 +30,17 @@ export class AuditLog {
   private flushing: Promise<void> | undefined
   private dropped = 0
 
+  private readonly observers: Array<(entry: AuditEntry) => void> = []
+
   constructor (private readonly database: Database, private readonly log: FastifyBaseLogger) {}
 
+  /** Metrics count what the audit log sees (tool calls, tokens, registrations) through this. */
+  observe (observer: (entry: AuditEntry) => void): void {
+    this.observers.push(observer)
+  }
+
   record (entry: AuditEntry): void {
+    for (const observer of this.observers) observer(entry)
     this.buffer.push({ ...entry, at: new Date() })
     if (this.buffer.length > MAX_BUFFERED_ROWS) {
       this.dropped += this.buffer.length - MAX_BUFFERED_ROWS

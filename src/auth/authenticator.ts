@@ -64,6 +64,10 @@ export class Authenticator {
     await this.flushTouches().catch(() => {})
   }
 
+  get cacheSize (): number {
+    return this.cache.size
+  }
+
   invalidate (): void {
     this.generation++
     this.cache.clear()

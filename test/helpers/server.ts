@@ -67,7 +67,7 @@ export async function startTestServer (t: Teardown, options: TestServerOptions =
   })
   const logs: string[] = []
   const log = pino({ level: config.logLevel }, { write: (line: string) => { logs.push(line) } })
-  const runtime = await startRuntime(config, log, { database })
+  const runtime = await startRuntime(config, log, { database, maintenance: false })
   const app = await buildApp(runtime)
   const admin = await buildAdminApp(runtime)
   if (options.listen === true) {
