@@ -8,6 +8,7 @@ import { parseBearer } from '../auth/bearer.ts'
 import { SCOPES, sortScopes, type Scope } from '../auth/scopes.ts'
 import type { AuthContext } from '../auth/types.ts'
 import { isDatabaseUnavailable } from '../db/errors.ts'
+import { FailureLimiter } from '../lib/failure-limiter.ts'
 import type { Runtime } from '../runtime.ts'
 import { UNAVAILABLE_ERROR_CODE } from './mcp-server.ts'
 import { TOOLS_BY_NAME } from './tools.ts'
@@ -22,6 +23,7 @@ declare module 'fastify' {
 /** Bodies are bounded: a full 64 KiB message JSON-escaped, batches, and headroom. */
 export const MCP_BODY_LIMIT = 512 * 1024
 const MAX_BATCH = 100
+const BEARER_FAILURES_PER_MINUTE = 30
 
 const CORS_ALLOW_HEADERS = 'Authorization, Content-Type, Accept, Mcp-Protocol-Version, Mcp-Session-Id, Last-Event-ID'
 const CORS_EXPOSE_HEADERS = 'WWW-Authenticate, Mcp-Session-Id, Mcp-Protocol-Version'
@@ -35,6 +37,10 @@ export default async function mcpRoutes (fastify: FastifyInstance, { runtime }: 
   const { config, authenticator, mcpTransport } = runtime
   const resourceMetadataUrl = `${config.publicUrl}/.well-known/oauth-protected-resource/mcp`
   const allowedOrigins = new Set(config.allowedOrigins)
+  // Failed bearer attempts per client IP: guessing tokens is slowed, valid traffic never counted.
+  const failures = config.rateLimitMultiplier === 0
+    ? undefined
+    : new FailureLimiter(Math.max(1, Math.round(BEARER_FAILURES_PER_MINUTE * config.rateLimitMultiplier)), 60_000)
 
   fastify.decorateRequest('auth', null)
 
@@ -59,8 +65,14 @@ export default async function mcpRoutes (fastify: FastifyInstance, { runtime }: 
       reply.header('WWW-Authenticate', bearerChallenge({ resourceMetadataUrl, scope: SCOPES.join(' ') }))
       return await sendRpcError(reply, 401, 'Authentication required: send Authorization: Bearer <token> (an API token, or an OAuth access token from this server)')
     }
+    const blockedFor = failures?.retryAfter(request.ip) ?? 0
+    if (blockedFor > 0) {
+      reply.header('Retry-After', String(blockedFor))
+      return await sendRpcError(reply, 429, `Too many requests with invalid tokens from your address; retry in ${blockedFor} s`)
+    }
     const auth = bearer.status === 'ok' ? await authenticator.authenticate(bearer.token) : null
     if (auth === null) {
+      failures?.fail(request.ip)
       reply.header('WWW-Authenticate', bearerChallenge({
         resourceMetadataUrl, error: 'invalid_token', errorDescription: 'The access token is invalid, expired or revoked'
       }))
