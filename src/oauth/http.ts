@@ -1,7 +1,7 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { Config } from '../config.ts'
 import { isDatabaseUnavailable } from '../db/errors.ts'
-import { OAuthError } from './errors.ts'
+import { OAuthError, type OAuthErrorCode } from './errors.ts'
 
 /** RFC 6749 §5.1: token and registration responses must not be cached. */
 export function noStore (reply: FastifyReply): FastifyReply {
@@ -13,7 +13,7 @@ export function noStore (reply: FastifyReply): FastifyReply {
  * endpoint can fail with: its own OAuthErrors, body parser errors, rate limits, an
  * unavailable database. Never a stack trace.
  */
-export function setOAuthJsonErrorHandler (fastify: FastifyInstance): void {
+export function setOAuthJsonErrorHandler (fastify: FastifyInstance, options: { badRequestError?: OAuthErrorCode } = {}): void {
   fastify.setErrorHandler(async (error: FastifyError | OAuthError, request, reply) => {
     noStore(reply)
     if (error instanceof OAuthError) {
@@ -22,13 +22,18 @@ export function setOAuthJsonErrorHandler (fastify: FastifyInstance): void {
       }
       return await reply.code(error.statusCode).send(error.toJSON())
     }
-    const { status, body } = describeRequestError(error, request)
+    const { status, body } = describeRequestError(error, request, options.badRequestError)
     if (status === 503) reply.header('Retry-After', '5')
     return await reply.code(status).send(body)
   })
 }
 
-export function describeRequestError (error: FastifyError, request: FastifyRequest): { status: number, body: { error: string, error_description: string } } {
+/**
+ * `badRequestError` is the code for a body that cannot be read: `invalid_request` (RFC 6749
+ * §5.2), or `invalid_client_metadata` for registration, whose RFC 7591 §3.2.2 error codes have
+ * no `invalid_request`.
+ */
+export function describeRequestError (error: FastifyError, request: FastifyRequest, badRequestError: OAuthErrorCode = 'invalid_request'): { status: number, body: { error: string, error_description: string } } {
   if (isDatabaseUnavailable(error)) {
     request.log.warn({ err: error }, 'database unavailable')
     return { status: 503, body: { error: 'temporarily_unavailable', error_description: 'The database is unavailable; try again shortly' } }
@@ -46,7 +51,7 @@ export function describeRequestError (error: FastifyError, request: FastifyReque
       : error.code?.startsWith('FST_ERR_CTP') === true || error instanceof SyntaxError
         ? 'The request body could not be parsed'
         : error.message
-  return { status: status === 415 ? 400 : status, body: { error: 'invalid_request', error_description: description } }
+  return { status: status === 415 ? 400 : status, body: { error: badRequestError, error_description: description } }
 }
 
 const CORS_HEADERS = {

@@ -13,7 +13,7 @@ const REGISTRATION_BODY_LIMIT = 16 * 1024
  */
 export default async function registerRoutes (fastify: FastifyInstance, { runtime }: { runtime: Runtime }): Promise<void> {
   const { config, database, audit } = runtime
-  setOAuthJsonErrorHandler(fastify)
+  setOAuthJsonErrorHandler(fastify, { badRequestError: 'invalid_client_metadata' })
   allowAnyOrigin(fastify, ['/oauth/register', '/register'])
   for (const path of ['/oauth/register', '/register']) {
     fastify.post(path, { bodyLimit: REGISTRATION_BODY_LIMIT, config: { rateLimit: rateLimit(config, 'register') } }, async (request, reply) => {
