@@ -1,0 +1,166 @@
+import { execFile, spawn } from 'node:child_process'
+import { existsSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import t from 'tap'
+import { createPostgresDatabase, testDatabaseUrl } from '../helpers/database.ts'
+import { admin, REPO_ROOT, startServerProcess, type ServerProcess } from '../helpers/processes.ts'
+import { freePort } from '../helpers/server.ts'
+
+/**
+ * Production shape on loopback: the repo's Caddyfile (real Caddy, HTTPS with its internal CA)
+ * in front of two replicas sharing one PostgreSQL. Needs the caddy binary and TEST_DATABASE_URL.
+ */
+const CADDY = process.env.CADDY_PATH ?? '/usr/bin/caddy'
+const run = promisify(execFile)
+
+if (!existsSync(CADDY) || testDatabaseUrl === undefined) {
+  t.comment(`SKIP: needs ${CADDY} (apt-get install caddy) and TEST_DATABASE_URL (replicas share PostgreSQL)`)
+} else {
+  t.test('two replicas behind Caddy over HTTPS', async (t) => {
+    const databaseUrl = await createPostgresDatabase(t)
+    const httpsPort = await freePort()
+    const publicUrl = `https://localhost:${httpsPort}`
+    const env = {
+      DATABASE_URL: databaseUrl,
+      PUBLIC_URL: publicUrl,
+      TRUST_PROXY: 'loopback',
+      AUTO_APPROVE_PRINCIPAL: 'brain'
+    }
+    // Migrations run on start under an advisory lock: start both at once, as compose would.
+    const [one, two] = await Promise.all([startServerProcess(t, env), startServerProcess(t, env)]) as [ServerProcess, ServerProcess]
+    await admin(one, 'principals', { name: 'brain' })
+
+    const caddyHome = t.testdir({})
+    const caddy = spawn(CADDY, ['run', '--config', join(REPO_ROOT, 'Caddyfile'), '--adapter', 'caddyfile'], {
+      env: {
+        ...process.env,
+        HOME: caddyHome,
+        XDG_DATA_HOME: join(caddyHome, 'data'),
+        XDG_CONFIG_HOME: join(caddyHome, 'config'),
+        DOMAIN: `localhost:${httpsPort}`,
+        BUS_UPSTREAMS: `127.0.0.1:${one.port} 127.0.0.1:${two.port}`,
+        CADDY_HTTP_PORT: String(await freePort()),
+        CADDY_HTTPS_PORT: String(httpsPort),
+        CADDY_GLOBAL_OPTIONS: 'local_certs\nskip_install_trust\nadmin off'
+      },
+      stdio: ['ignore', 'pipe', 'pipe']
+    })
+    let caddyLog = ''
+    caddy.stderr.on('data', (chunk: Buffer) => { caddyLog += chunk.toString() })
+    t.teardown(() => { caddy.kill('SIGKILL') })
+    const rootCa = join(caddyHome, 'data', 'caddy', 'pki', 'authorities', 'local', 'root.crt')
+    const childEnv = { ...process.env, NODE_EXTRA_CA_CERTS: rootCa, NODE_OPTIONS: '' }
+    // Ready when a client trusting Caddy's root gets /healthz over HTTPS.
+    const deadline = Date.now() + 30_000
+    for (;;) {
+      if (existsSync(rootCa)) {
+        const probe = await run(process.execPath, ['-e', `fetch(${JSON.stringify(`${publicUrl}/healthz`)}).then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))`], { env: childEnv }).then(() => true, () => false)
+        if (probe) break
+      }
+      if (Date.now() > deadline) throw new Error(`caddy did not come up: ${caddyLog.slice(-2000)}`)
+      await new Promise((resolve) => setTimeout(resolve, 250))
+    }
+    t.ok(readFileSync(rootCa, 'utf8').includes('BEGIN CERTIFICATE'), 'clients trust Caddy\'s local root, not an insecure flag')
+
+    // 1. The MCP SDK client's own OAuth flow, through Caddy, over HTTPS.
+    const { stdout } = await run(process.execPath, ['--import=tsx', 'test/deployment/oauth-flow-client.ts', `${publicUrl}/mcp`], { cwd: REPO_ROOT, env: childEnv, timeout: 60_000 })
+    const flow = JSON.parse(stdout) as { iss: string, accessToken: string, refreshToken: string, clientId: string, whoami: { principal: string, auth: string }, read: { messages: Array<{ body: string }> } }
+    t.equal(flow.iss, publicUrl, 'the issuer is PUBLIC_URL, as the client saw it through the proxy')
+    t.equal(flow.whoami.principal, 'brain')
+    t.equal(flow.whoami.auth, 'oauth')
+    t.equal(flow.read.messages[0]?.body, 'through the proxy')
+
+    const whoami = async (replica: ServerProcess, token: string): Promise<number> => (await fetch(`${replica.url}/mcp`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${token}` },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'whoami', arguments: {} } })
+    })).status
+
+    // 2. A token issued through the proxy works on every replica.
+    t.equal(await whoami(one, flow.accessToken), 200, 'replica one accepts it')
+    t.equal(await whoami(two, flow.accessToken), 200, 'replica two accepts it (and now has it cached)')
+
+    // 3. Revocation on one replica reaches the other at once (NOTIFY drops its cache).
+    const revoked = await fetch(`${one.url}/oauth/revoke`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ token: flow.refreshToken, client_id: flow.clientId })
+    })
+    t.equal(revoked.status, 200)
+    const revokedAt = Date.now()
+    let status = await whoami(two, flow.accessToken)
+    while (status === 200 && Date.now() - revokedAt < 2000) {
+      await new Promise((resolve) => setTimeout(resolve, 20))
+      status = await whoami(two, flow.accessToken)
+    }
+    t.equal(status, 401, `replica two refuses the revoked token after ${Date.now() - revokedAt} ms`)
+    t.ok(Date.now() - revokedAt < 2000, 'within the stated bound')
+
+    // 4. A long-poll on one replica wakes on a send through the other.
+    const { token } = await admin<{ token: string }>(one, 'tokens', { principal: 'brain' })
+    const call = async (replica: ServerProcess, name: string, args: Record<string, unknown>): Promise<any> => {
+      const response = await fetch(`${replica.url}/mcp`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'application/json', authorization: `Bearer ${token}` },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name, arguments: args } })
+      })
+      return (await response.json() as { result: { structuredContent: unknown } }).result.structuredContent
+    }
+    const { id: lastId } = await call(one, 'bus_send', { channel: 'wake', body: 'first' }) as { id: number }
+    const started = Date.now()
+    const waiting = call(one, 'bus_read', { channel: 'wake', after: lastId, wait_seconds: 10 })
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    const sentAt = Date.now()
+    await call(two, 'bus_send', { channel: 'wake', body: 'across replicas' })
+    const woke = await waiting as { messages: Array<{ body: string }> }
+    t.equal(woke.messages[0]?.body, 'across replicas')
+    t.ok(Date.now() - sentAt < 1000, `woke ${Date.now() - sentAt} ms after the send (waited ${Date.now() - started} ms in all)`)
+
+    // 5. SIGKILL one replica mid-traffic: every acknowledged send is readable afterwards.
+    const acknowledged: number[] = []
+    let failures = 0
+    // From this process, through Caddy, with an agent that trusts Caddy's root.
+    const { Agent } = await import('undici')
+    const dispatcher = new Agent({ connect: { ca: readFileSync(rootCa, 'utf8') } })
+    t.teardown(() => dispatcher.close())
+    const sendOne = async (i: number): Promise<void> => {
+      try {
+        const response = await fetch(`${publicUrl}/mcp`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', accept: 'application/json', authorization: `Bearer ${token}` },
+          body: JSON.stringify({ jsonrpc: '2.0', id: i, method: 'tools/call', params: { name: 'bus_send', arguments: { channel: 'crash', body: `m${i}` } } }),
+          dispatcher
+        })
+        const body = await response.json() as { result?: { structuredContent?: { id?: number }, isError?: boolean } }
+        const id = body.result?.structuredContent?.id
+        if (response.status === 200 && body.result?.isError !== true && typeof id === 'number') acknowledged.push(id)
+        else failures++
+      } catch {
+        failures++
+      }
+    }
+    let next = 0
+    const worker = async (): Promise<void> => { while (next < 300) await sendOne(next++) }
+    const workers = [worker(), worker(), worker(), worker()]
+    while (next < 100) await new Promise((resolve) => setTimeout(resolve, 5))
+    two.kill('SIGKILL')
+    await two.exited
+    await Promise.all(workers)
+    t.ok(acknowledged.length >= 200, `${acknowledged.length} sends acknowledged, ${failures} failed while a replica died`)
+    const readBack = await call(one, 'bus_read', { channel: 'crash', after: 0, limit: 500 }) as { messages: Array<{ id: number }> }
+    const stored = new Set(readBack.messages.map((m) => m.id))
+    const lost = acknowledged.filter((id) => !stored.has(id))
+    t.same(lost, [], 'no acknowledged message is lost')
+
+    // 6. The long-poll through Caddy is neither buffered nor cut.
+    const viaProxy = await fetch(`${publicUrl}/mcp`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json', authorization: `Bearer ${token}` },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'bus_read', arguments: { channel: 'wake', after: 1_000_000_000, wait_seconds: 3 } } }),
+      dispatcher
+    })
+    t.equal(viaProxy.status, 200, 'a 3 s long-poll comes back through the proxy')
+    t.equal(((await viaProxy.json()) as { result: { structuredContent: { messages: unknown[] } } }).result.structuredContent.messages.length, 0)
+  })
+}
