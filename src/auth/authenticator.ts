@@ -1,7 +1,7 @@
 import { sql } from 'drizzle-orm'
 import { rowsOf, type Database } from '../db/client.ts'
 import { hashSecret, kindOfSecret } from '../lib/secrets.ts'
-import { AUTH_NOTIFY_CHANNEL } from '../principals/store.ts'
+import { AUTH_NOTIFY_CHANNEL, onLocalAuthChange } from '../principals/store.ts'
 import { effectiveScopes } from './scopes.ts'
 import type { AuthContext } from './types.ts'
 
@@ -38,6 +38,7 @@ export class Authenticator {
   private readonly touched = new Set<number>()
   private touchTimer: NodeJS.Timeout | undefined
   private unlisten: (() => Promise<void>) | undefined
+  private offLocalChange: (() => void) | undefined
   private readonly cacheTtlMs: number
   private readonly maxCacheEntries: number
   private readonly touchIntervalMs: number
@@ -53,12 +54,16 @@ export class Authenticator {
 
   async start (): Promise<void> {
     this.unlisten = await this.database.listen(AUTH_NOTIFY_CHANNEL, () => { this.invalidate() }, () => { this.invalidate() })
+    // Revocations made by this process take effect here before their response is sent.
+    this.offLocalChange = onLocalAuthChange(() => { this.invalidate() })
     this.touchTimer = setInterval(() => { void this.flushTouches().catch(() => {}) }, this.touchIntervalMs)
     this.touchTimer.unref()
   }
 
   async stop (): Promise<void> {
     clearInterval(this.touchTimer)
+    this.offLocalChange?.()
+    this.offLocalChange = undefined
     await this.unlisten?.()
     this.unlisten = undefined
     await this.flushTouches().catch(() => {})
