@@ -169,7 +169,7 @@ export async function adminRoutes (fastify: FastifyInstance, { runtime }: { runt
     }
     return await reply.code(status).send({ error: 'invalid_request', message: error.message })
   })
-  fastify.setNotFoundHandler(async (request, reply) => await reply.code(404).send({ error: 'not_found', message: `${request.method} ${request.url} is not an admin route` }))
+  fastify.setNotFoundHandler(async (request, reply) => await reply.code(404).send({ error: 'not_found', message: `${request.method} ${request.url.split('?')[0] ?? ''} is not an admin route` }))
 }
 
 export async function buildAdminApp (runtime: Runtime): Promise<FastifyInstance> {
