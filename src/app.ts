@@ -1,4 +1,5 @@
 import Fastify, { type FastifyInstance } from 'fastify'
+import { trackConnections } from './lib/connections.ts'
 import mcpRoutes from './mcp/plugin.ts'
 import oauthRoutes from './oauth/plugin.ts'
 import { requestMetrics } from './operations/metrics.ts'
@@ -31,6 +32,8 @@ export async function buildApp (runtime: Runtime): Promise<FastifyInstance> {
     routerOptions: { ignoreTrailingSlash: true },
     return503OnClosing: true
   })
+  const connections = trackConnections(fastify.server)
+  fastify.addHook('preClose', async () => { connections.drain() })
   await fastify.register(app, { runtime })
   return fastify
 }

@@ -1,6 +1,7 @@
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { FastifyInstance } from 'fastify'
+import { trackConnections } from './connections.ts'
 
 /**
  * Listens like `fastify.listen`, except that "localhost" always means both 127.0.0.1 and ::1:
@@ -14,14 +15,19 @@ export async function listenOn (app: FastifyInstance, host: string, port: number
     return (app.server.address() as AddressInfo).port
   }
   let secondary: Server | undefined
+  let connections: { drain: () => void } | undefined
   // Closing waits for the second listener's in-flight requests too (graceful shutdown).
   app.addHook('onClose', async () => {
     const server = secondary
-    if (server !== undefined) await new Promise<void>((resolve) => { server.close(() => { resolve() }) })
+    if (server === undefined) return
+    const closed = new Promise<void>((resolve) => { server.close(() => { resolve() }) })
+    connections?.drain()
+    await closed
   })
   await app.listen({ host: '127.0.0.1', port })
   const bound = (app.server.address() as AddressInfo).port
   const server = createServer(app.routing)
+  connections = trackConnections(server)
   server.keepAliveTimeout = app.server.keepAliveTimeout
   server.requestTimeout = app.server.requestTimeout
   server.headersTimeout = app.server.headersTimeout
