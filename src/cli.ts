@@ -3,6 +3,7 @@ import { Command, InvalidArgumentError, Option } from 'commander'
 import { ConfigError, loadConfig } from './config.ts'
 import { openDatabase } from './db/client.ts'
 import { appliedMigrationCount, migrate } from './db/migrate.ts'
+import { formatReport, runDoctor } from './doctor/run.ts'
 
 /**
  * `bus-mcp`: the admin CLI. Every command but `migrate` talks to the running server's admin API
@@ -205,6 +206,15 @@ program.command('migrate')
     } finally {
       await database.close()
     }
+  })
+
+program.command('doctor <url>')
+  .description('check a deployment the way claude.ai discovers it (URL: https://host/mcp); prints each problem and its fix, exits 1 if any check fails')
+  .option('--register', 'also register a throwaway client with claude.ai\'s exact request (creates a real client; remove it with "client remove")', false)
+  .action(async (url: string, opts: { register: boolean }) => {
+    const report = await runDoctor(url, { register: opts.register })
+    output(report.results, () => formatReport(report))
+    if (!report.ok) process.exitCode = 1
   })
 
 try {
