@@ -5,6 +5,7 @@ import { buildAdminApp } from '../../src/admin/app.ts'
 import { buildApp } from '../../src/app.ts'
 import { loadConfig, type Config } from '../../src/config.ts'
 import type { Database } from '../../src/db/client.ts'
+import { loggerOptions } from '../../src/logger.ts'
 import { issueApiToken, createPrincipal } from '../../src/principals/store.ts'
 import { startRuntime, type Runtime } from '../../src/runtime.ts'
 import { createTestDatabase, type Teardown } from './database.ts'
@@ -66,7 +67,8 @@ export async function startTestServer (t: Teardown, options: TestServerOptions =
     ...options.env
   })
   const logs: string[] = []
-  const log = pino({ level: config.logLevel }, { write: (line: string) => { logs.push(line) } })
+  // The production logger's options (redaction, serializers), never pretty: tests read JSON lines.
+  const log = pino(loggerOptions(config.logLevel, false), { write: (line: string) => { logs.push(line) } })
   const runtime = await startRuntime(config, log, { database, maintenance: false })
   const app = await buildApp(runtime)
   const admin = await buildAdminApp(runtime)
