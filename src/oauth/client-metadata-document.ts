@@ -92,7 +92,7 @@ export function isClientIdMetadataDocumentUrl (clientId: string, options: Client
 // The document
 
 /** Bidirectional overrides and isolates: they can make a name read as a different one on the consent page. */
-const UNSAFE_DISPLAY_CHARACTERS = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/
+export const UNSAFE_DISPLAY_CHARACTERS = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/
 /** JWK members that only a private or symmetric key has (RFC 7518 §6.2.2, §6.3.2, §6.4). */
 const PRIVATE_JWK_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'] as const
 const SHARED_SECRET_METHODS = /^client_secret_/

@@ -5,7 +5,7 @@ import type { Executor } from '../db/client.ts'
 import { oauthClients, oauthGrants, principals, type OAuthClient } from '../db/schema.ts'
 import { constantEquals, generateSecret, hashSecret, randomToken } from '../lib/secrets.ts'
 import { AdminInputError, findPrincipal, notifyAuthChange } from '../principals/store.ts'
-import { fetchClientMetadataDocument, isClientIdMetadataDocumentUrl } from './client-metadata-document.ts'
+import { fetchClientMetadataDocument, isClientIdMetadataDocumentUrl, UNSAFE_DISPLAY_CHARACTERS } from './client-metadata-document.ts'
 import { OAuthError } from './errors.ts'
 import { checkRedirectUriForRegistration } from './redirect-uri.ts'
 
@@ -72,6 +72,8 @@ export function validateRegistration (body: unknown): {
     throw new OAuthError('invalid_client_metadata', 'application_type must be "web" or "native"')
   }
   const clientName = (optionalString('client_name', REGISTRATION_LIMITS.clientName) ?? '').trim() || 'Unnamed client'
+  // The consent page shows this name: control and text-direction characters could make it read as another one.
+  if (UNSAFE_DISPLAY_CHARACTERS.test(clientName)) throw new OAuthError('invalid_client_metadata', 'client_name contains control or text-direction characters')
   const scopeText = optionalString('scope', 1000)
   let scopes: Scope[] | null = null
   if (scopeText !== undefined) {
