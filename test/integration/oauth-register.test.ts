@@ -129,6 +129,8 @@ t.test('missing scope, application_type native/web, default auth method', async 
     t.equal(response.body.token_endpoint_auth_method, method, `${method} echoed`)
     t.ok(response.body.client_secret, `${method} has a secret`)
   }
+  const unicode = await register(server, { redirect_uris: ['https://app.example.com/cb'], token_endpoint_auth_method: 'none', client_name: 'Café ☕ 日本語 App' })
+  t.equal(unicode.body.client_name, 'Café ☕ 日本語 App', 'non-ASCII names are fine')
   // Unknown metadata members are ignored (RFC 7591 §2), not refused.
   const extra = await register(server, { redirect_uris: ['https://app.example.com/cb'], token_endpoint_auth_method: 'none', software_statement_foo: 1, contacts: ['a@example.com'] })
   t.equal(extra.status, 201)
@@ -209,7 +211,12 @@ t.test('unsupported metadata: invalid_client_metadata', async (t) => {
     ['response type id_token', { response_types: ['code', 'id_token'] }],
     ['unknown scope', { scope: 'admin' }],
     ['scope not a string', { scope: ['bus:read'] }],
-    ['client_name not a string', { client_name: { en: 'x' } }]
+    ['client_name not a string', { client_name: { en: 'x' } }],
+    // The consent page shows the name: it must read as what it is.
+    ['client_name with a right-to-left override', { client_name: 'Claude\u202Etxt.exe' }],
+    ['client_name with a bidi isolate', { client_name: 'Claude\u2067x\u2069' }],
+    ['client_name with a control character', { client_name: 'Claude\u0007' }],
+    ['client_name with an embedded newline', { client_name: 'Claude\nVerified by the server admin' }]
   ]
   for (const [name, metadata] of cases) {
     const response = await register(server, { ...base, ...metadata })
