@@ -183,7 +183,7 @@ program.command('audit')
   .option('--limit <n>', 'how many', positiveInt, 50)
   .action(async (opts: { limit: number }) => {
     const { entries } = await api<{ entries: Array<Record<string, unknown>> }>('GET', `audit?limit=${opts.limit}`)
-    output(entries, () => table(entries, ['at', 'kind', 'action', 'outcome', 'principalName', 'authKind', 'clientId', 'durationMs', 'detail']))
+    output(entries, () => table(entries, ['at', 'kind', 'action', 'outcome', 'principal', 'auth_kind', 'client_id', 'duration_ms', 'detail']))
   })
 
 program.command('migrate')

@@ -77,6 +77,10 @@ export function loadConfig (env: Env = process.env): Config {
   if (adminToken !== undefined && adminToken.length < 16) {
     throw new ConfigError('ADMIN_TOKEN', 'must be at least 16 characters (try: openssl rand -hex 32)')
   }
+  // It travels as a bearer token, so it must be one (RFC 6750 b64token), or no client could send it.
+  if (adminToken !== undefined && !/^[A-Za-z0-9\-._~+/]+=*$/.test(adminToken)) {
+    throw new ConfigError('ADMIN_TOKEN', 'may only use letters, digits and - . _ ~ + / (try: openssl rand -hex 32)')
+  }
   if (!isLoopbackHost(adminHost) && adminToken === undefined) {
     throw new ConfigError('ADMIN_HOST', `binds ${adminHost}, which is not loopback; set ADMIN_TOKEN too, or keep ADMIN_HOST=127.0.0.1`)
   }
@@ -194,7 +198,7 @@ function readTrustProxy (raw: string | undefined): boolean | string {
     const maskOk = mask === undefined || (/^[0-9]{1,3}$/.test(mask) && Number(mask) <= (family === 6 ? 128 : 32))
     if (named.has(part)) continue
     if (family === 0 || !maskOk || rest.length > 0) {
-      throw new ConfigError('TRUST_PROXY', `"${part}" is not an IP, CIDR, hop count or one of loopback, linklocal, uniquelocal`)
+      throw new ConfigError('TRUST_PROXY', `"${part}" is not an IP, a CIDR, or one of loopback, linklocal, uniquelocal`)
     }
   }
   return raw

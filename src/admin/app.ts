@@ -154,7 +154,21 @@ export async function adminRoutes (fastify: FastifyInstance, { runtime }: { runt
   }, async (request) => {
     await audit.flush()
     const rows = await db.select().from(auditLog).orderBy(desc(auditLog.id)).limit(request.query.limit ?? 50)
-    return { entries: rows.reverse().map((r) => ({ ...r, at: r.at.toISOString() })) }
+    return {
+      entries: rows.reverse().map((r) => ({
+        id: r.id,
+        at: r.at.toISOString(),
+        kind: r.kind,
+        action: r.action,
+        outcome: r.outcome,
+        principal_id: r.principalId,
+        principal: r.principalName,
+        auth_kind: r.authKind,
+        client_id: r.clientId,
+        duration_ms: r.durationMs,
+        detail: r.detail
+      }))
+    }
   })
 
   fastify.setErrorHandler(async (error: FastifyError | AdminInputError, request, reply) => {

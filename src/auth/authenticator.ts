@@ -108,6 +108,14 @@ export class Authenticator {
     return this.usable(context, now)
   }
 
+  /** The caller behind a secret if this replica has it cached and it is still usable; never asks the database. */
+  fromCache (secret: string): AuthContext | null {
+    const cached = this.cache.get(hashSecret(secret).toString('base64'))
+    const now = Date.now()
+    if (cached === undefined || cached.until <= now) return null
+    return this.usable(cached.context, now)
+  }
+
   private usable (context: AuthContext, now: number): AuthContext | null {
     if (context.expiresAt !== null && context.expiresAt.getTime() <= now) return null
     if (context.kind === 'api_token') this.touched.add(context.tokenId)

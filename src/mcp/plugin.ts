@@ -65,10 +65,18 @@ export default async function mcpRoutes (fastify: FastifyInstance, { runtime }: 
       reply.header('WWW-Authenticate', bearerChallenge({ resourceMetadataUrl, scope: SCOPES.join(' ') }))
       return await sendRpcError(reply, 401, 'Authentication required: send Authorization: Bearer <token> (an API token, or an OAuth access token from this server)')
     }
+    // An address that sent too many invalid tokens gets no database lookups for a while; tokens
+    // already known to this replica (used in the last 30 s) still work, so other clients behind
+    // the same address (a proxy without TRUST_PROXY, a NAT) are not locked out with it.
     const blockedFor = failures?.retryAfter(request.ip) ?? 0
     if (blockedFor > 0) {
-      reply.header('Retry-After', String(blockedFor))
-      return await sendRpcError(reply, 429, `Too many requests with invalid tokens from your address; retry in ${blockedFor} s`)
+      const known = bearer.status === 'ok' ? authenticator.fromCache(bearer.token) : null
+      if (known === null) {
+        reply.header('Retry-After', String(blockedFor))
+        return await sendRpcError(reply, 429, `Too many requests with invalid tokens from your address; retry in ${blockedFor} s`)
+      }
+      request.auth = known
+      return
     }
     const auth = bearer.status === 'ok' ? await authenticator.authenticate(bearer.token) : null
     if (auth === null) {

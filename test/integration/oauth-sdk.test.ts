@@ -73,5 +73,5 @@ t.test('consent page with an API token, then tokens in the audit log show the cl
   t.same(me.scopes, ['bus:read'], 'narrowed to what bob holds')
   await server.runtime.audit.flush()
   const { entries } = await (await fetch(`${server.adminUrl}/audit?limit=50`)).json() as { entries: Array<Record<string, unknown>> }
-  t.ok(entries.some((e) => e.kind === 'tool' && e.action === 'whoami' && e.authKind === 'oauth' && e.clientId === provider.client?.client_id))
+  t.ok(entries.some((e) => e.kind === 'tool' && e.action === 'whoami' && e.auth_kind === 'oauth' && e.client_id === provider.client?.client_id))
 })
