@@ -80,6 +80,11 @@ export default async function authorizeRoutes (fastify: FastifyInstance, { runti
     if (valid instanceof OAuthRedirect) return sendRedirect(reply, valid.uri, 302)
     const autoPrincipal = await automaticPrincipal(valid.client)
     if (autoPrincipal !== undefined) {
+      if (autoPrincipal.disabledAt !== null) {
+        // RFC 6749 §4.1.2.1: the client and its redirect URI are verified, so the refusal goes back to it.
+        audit.record({ kind: 'oauth', action: 'authorize', outcome: 'denied', principalId: autoPrincipal.id, principalName: autoPrincipal.name, clientId: valid.client.clientId, detail: 'principal disabled' })
+        return sendRedirect(reply, authorizationResponse(valid.redirectUri, { error: 'access_denied', error_description: 'The principal this application acts as is disabled', state: valid.state }), 302)
+      }
       return sendRedirect(reply, await approve(valid, autoPrincipal, 'automatic'), 302)
     }
     const { transaction, csrf } = await createPendingAuthorization(db, valid)
@@ -167,7 +172,7 @@ export default async function authorizeRoutes (fastify: FastifyInstance, { runti
     } else {
       return undefined
     }
-    if (principal === undefined || principal.disabledAt !== null) throw new AuthorizePageError('Access denied', 'The principal this application acts as is disabled.', 403)
+    if (principal === undefined) throw new AuthorizePageError('Access denied', 'The principal this application acts as does not exist.', 403)
     return principal
   }
 
