@@ -397,11 +397,21 @@ t.test('approval without a page: pre-registered client bound to a principal, AUT
   const dynamic = await registerClient(server)
   t.equal((await authorize(server, authorizationParams(server, dynamic).params)).statusCode, 200, 'dynamic: consent page')
 
-  // The bound principal disabled: refused, no code.
+  // The bound principal disabled: the client and redirect URI are verified, so access_denied goes back to it (RFC 6749 §4.1.2.1).
   await server.admin.inject({ method: 'POST', url: '/principals/p-agent/disable' })
   const refused = await authorize(server, authorizationParams(server, bound).params)
-  t.ok(refused.statusCode >= 400 && refused.statusCode < 500, `disabled bound principal refused (${refused.statusCode})`)
-  t.notOk(locationOf(refused)?.searchParams.get('code'), 'no code')
+  assertRedirectedError(t, server, refused, bound.redirectUri, 'access_denied', 'disabled bound principal')
+  t.equal(await codesOf(server, bound.clientId), 1, 'no new code')
+})
+
+t.test('AUTO_APPROVE_PRINCIPAL disabled: access_denied back to the client, no code', async (t) => {
+  const server = await startTestServer(t, { env: { AUTO_APPROVE_PRINCIPAL: 'p-off', RATE_LIMIT_MULTIPLIER: '0' } })
+  await principalWithToken(server, 'p-off')
+  await server.admin.inject({ method: 'POST', url: '/principals/p-off/disable' })
+  const client = await registerClient(server)
+  const response = await authorize(server, authorizationParams(server, client).params)
+  assertRedirectedError(t, server, response, client.redirectUri, 'access_denied', 'disabled auto-approve principal')
+  t.equal(await codesOf(server, client.clientId), 0)
 })
 
 t.test('AUTO_APPROVE_PRINCIPAL naming a principal that does not exist: an error, no code', async (t) => {
