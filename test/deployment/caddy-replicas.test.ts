@@ -71,6 +71,13 @@ if (!existsSync(CADDY) || testDatabaseUrl === undefined) {
     t.equal(flow.whoami.auth, 'oauth')
     t.equal(flow.read.messages[0]?.body, 'through the proxy')
 
+    // 1b. doctor, run as users run it, passes against the proxied deployment.
+    const doctor = await run(process.execPath, ['--import=tsx', 'src/cli.ts', 'doctor', `${publicUrl}/mcp`, '--json'], { cwd: REPO_ROOT, env: childEnv, timeout: 60_000 })
+      .then(({ stdout }) => ({ code: 0, stdout }), (err: { code: number, stdout: string }) => ({ code: err.code, stdout: err.stdout }))
+    const checks = JSON.parse(doctor.stdout) as Array<{ name: string, status: string }>
+    t.same(checks.filter((c) => c.status === 'fail').map((c) => c.name), [], 'doctor finds no problem through Caddy')
+    t.equal(doctor.code, 0, 'doctor exits 0')
+
     const whoami = async (replica: ServerProcess, token: string): Promise<number> => (await fetch(`${replica.url}/mcp`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${token}` },
