@@ -146,6 +146,23 @@ t.test('authorization_code errors: verifier, client, redirect_uri, expiry, resou
   const second = await obtainCode(server, client)
   t.equal((await postForm(server, redeemForm(client, second.code, second.verifier, { redirect_uri: undefined }))).status, 200, 'redirect_uri omitted')
 
+  // PKCE downgrade: the challenge itself presented as a plain verifier.
+  const downgrade = await obtainCode(server, client)
+  const [stored] = await query<{ challenge: string }>(server, sql`select code_challenge as challenge from oauth_codes where code_hash = ${hashSecret(downgrade.code)}`)
+  assertError(t, await postForm(server, redeemForm(client, downgrade.code, stored?.challenge as string)), 400, 'invalid_grant', 'the S256 challenge sent as the verifier')
+  const charset = await postForm(server, redeemForm(client, downgrade.code, downgrade.verifier), { headers: { 'content-type': 'application/x-www-form-urlencoded; charset=UTF-8' } })
+  t.equal(charset.status, 200, 'a form Content-Type with a charset parameter')
+
+  // The grant revoked (by the admin) or the principal disabled between authorize and token.
+  const revokedFirst = await obtainCode(server, client)
+  const [grant] = await query<{ id: number }>(server, sql`select grant_id as id from oauth_codes where code_hash = ${hashSecret(revokedFirst.code)}`)
+  t.equal((await server.admin.inject({ method: 'POST', url: `/grants/${Number(grant?.id)}/revoke` })).statusCode, 200)
+  assertError(t, await postForm(server, redeemForm(client, revokedFirst.code, revokedFirst.verifier)), 400, 'invalid_grant', 'a code whose grant was revoked')
+  const beforeDisable = await obtainCode(server, client)
+  await server.admin.inject({ method: 'POST', url: '/principals/t-code/disable' })
+  assertError(t, await postForm(server, redeemForm(client, beforeDisable.code, beforeDisable.verifier)), 400, 'invalid_grant', 'a code whose principal was disabled since')
+  await server.admin.inject({ method: 'POST', url: '/principals/t-code/enable' })
+
   // Expired: AUTH_CODE_TTL has passed.
   const expiring = await obtainCode(server, client)
   await query(server, sql`update oauth_codes set expires_at = now() - interval '1 second' where code_hash = ${hashSecret(expiring.code)}`)
