@@ -253,7 +253,7 @@ async function openConsent (t: Test, server: TestServer, client: RegisteredTestC
   t.equal(page.statusCode, 200, 'the consent page')
   const { transaction, action } = parseConsentPage(page.body)
   const setCookie = page.headers['set-cookie']
-  const cookie = (Array.isArray(setCookie) ? setCookie[0] : setCookie ?? '').split(';')[0] ?? ''
+  const cookie = ((Array.isArray(setCookie) ? setCookie[0] : setCookie) ?? '').split(';')[0] ?? ''
   return { page, transaction, action, cookie, verifier }
 }
 
