@@ -33,6 +33,13 @@ export async function adminRoutes (fastify: FastifyInstance, { runtime }: { runt
     }
   })
 
+  // PostgreSQL text cannot hold NUL: refuse it in any name, id or value before a query fails on it.
+  fastify.addHook('preValidation', async (request, reply) => {
+    if (holdsNul(request.params) || holdsNul(request.query) || holdsNul(request.body)) {
+      return await reply.code(400).send({ error: 'invalid_request', message: 'values must not contain NUL (\\u0000) characters' })
+    }
+  })
+
   const record = (action: string, detail: string): void => {
     audit.record({ kind: 'admin', action, outcome: 'ok', detail })
   }
@@ -190,4 +197,21 @@ export async function buildAdminApp (runtime: Runtime): Promise<FastifyInstance>
   const fastify = Fastify({ loggerInstance: runtime.log.child({ listener: 'admin' }), bodyLimit: 64 * 1024 })
   await fastify.register(adminRoutes, { runtime })
   return fastify
+}
+
+/** Whether a parsed value (string, or array/object of them, as deep as JSON goes) holds a NUL character. */
+function holdsNul (value: unknown): boolean {
+  const pending: unknown[] = [value]
+  while (pending.length > 0) {
+    const next = pending.pop()
+    if (typeof next === 'string') {
+      if (next.includes('\u0000')) return true
+    } else if (typeof next === 'object' && next !== null) {
+      for (const [key, item] of Object.entries(next)) {
+        if (key.includes('\u0000')) return true
+        pending.push(item)
+      }
+    }
+  }
+  return false
 }

@@ -35,6 +35,8 @@ export function validateRegistration (body: unknown): {
     const value = input[name]
     if (value === undefined || value === null) return undefined
     if (typeof value !== 'string' || value.length > max) throw new OAuthError('invalid_client_metadata', `"${name}" must be a string of at most ${max} characters`)
+    // PostgreSQL text and jsonb cannot hold NUL.
+    if (value.includes('\u0000')) throw new OAuthError('invalid_client_metadata', `"${name}" contains a NUL character`)
     return value
   }
   const stringArray = (name: string, max: number): string[] | undefined => {
@@ -237,7 +239,8 @@ export class ClientResolver {
   constructor (private readonly db: Executor, private readonly options: ClientResolverOptions) {}
 
   async find (clientId: string): Promise<OAuthClient | undefined> {
-    if (clientId.length > 2000) return undefined
+    // No client id is that long or holds a NUL (which PostgreSQL text cannot hold, even in a query).
+    if (clientId.length > 2000 || clientId.includes('\u0000')) return undefined
     const [row] = await this.db.select().from(oauthClients).where(eq(oauthClients.clientId, clientId))
     if (!isClientIdMetadataDocumentUrl(clientId, { allowPrivateHosts: this.options.allowPrivateHosts })) return row
     if (row !== undefined && row.kind !== 'metadata_document') return row

@@ -38,6 +38,8 @@ export function singleParams (source: unknown, names: readonly string[]): Record
     if (value === undefined || value === null || value === '') continue
     if (typeof value !== 'string') throw new OAuthError('invalid_request', `The "${name}" parameter must be a string`)
     if (value.length > 4096) throw new OAuthError('invalid_request', `The "${name}" parameter is too long`)
+    // PostgreSQL text cannot hold NUL; no OAuth parameter may contain one (RFC 6749 Appendix A).
+    if (value.includes('\u0000')) throw new OAuthError('invalid_request', `The "${name}" parameter contains a NUL character`)
     out[name] = value
   }
   return out
