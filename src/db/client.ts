@@ -43,6 +43,10 @@ function openPostgres (url: string, poolSize: number): Database {
     max: poolSize,
     connect_timeout: 5,
     idle_timeout: 60,
+    // postgres.js waits before reconnecting a closed connection, and by default that wait grows
+    // with every failure in the pool (3^n / 100 s, up to 20 s): after an outage, requests queued
+    // on a closed connection waited up to 20 s for it and recovery took as long. Cap it at 1 s.
+    backoff: (retries: number) => (0.5 + Math.random() / 2) * Math.min(0.05 * 2 ** retries, 1),
     // Server notices (e.g. "relation already exists, skipping") are not our log's business.
     onnotice: () => {},
     connection: { application_name: 'bus-mcp' }
