@@ -85,8 +85,9 @@ export const RATE_LIMITS = {
 } as const
 
 /** Route config for @fastify/rate-limit; `false` when RATE_LIMIT_MULTIPLIER is 0. */
-export function rateLimit (config: Config, which: keyof typeof RATE_LIMITS): { max: number, timeWindow: number } | false {
+export function rateLimit (config: Config, which: keyof typeof RATE_LIMITS): { max: number, timeWindow: number, groupId: string } | false {
   if (config.rateLimitMultiplier === 0) return false
   const limit = RATE_LIMITS[which]
-  return { max: Math.max(1, Math.round(limit.max * config.rateLimitMultiplier)), timeWindow: limit.timeWindow }
+  // One counter per endpoint, whichever of its paths (and methods) a client uses.
+  return { max: Math.max(1, Math.round(limit.max * config.rateLimitMultiplier)), timeWindow: limit.timeWindow, groupId: which }
 }

@@ -3,6 +3,7 @@ import type { FastifyInstance } from 'fastify'
 import type { Runtime } from '../runtime.ts'
 import authorizeRoutes from './authorize.ts'
 import { ClientResolver } from './clients.ts'
+import { SharedRateLimitStore } from './rate-limit-store.ts'
 import discoveryRoutes from './discovery.ts'
 import registerRoutes from './register.ts'
 import tokenRoutes from './token.ts'
@@ -16,6 +17,8 @@ export default async function oauthRoutes (fastify: FastifyInstance, { runtime }
   const clients = new ClientResolver(runtime.database.db, { allowPrivateHosts: runtime.config.cimdAllowPrivateHosts, log: runtime.log })
   await fastify.register(rateLimitPlugin, {
     global: false,
+    // A class the plugin instantiates once; its child() hands every route the same counters.
+    store: SharedRateLimitStore,
     keyGenerator: (request) => request.ip,
     errorResponseBuilder: (_request, context) => ({
       statusCode: 429,
