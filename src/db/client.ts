@@ -4,8 +4,8 @@ import { sql as drizzleSql } from 'drizzle-orm'
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core'
 import { drizzle as drizzlePglite } from 'drizzle-orm/pglite'
 import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js'
-import postgres from 'postgres'
 import { acquireDataDirLock, type DataDirLock } from './data-dir-lock.ts'
+import { postgres } from './postgres-driver.ts'
 import * as schema from './schema.ts'
 
 /** The one query interface above both drivers: every store function takes this (or a transaction). */

@@ -4,8 +4,8 @@ import { sql } from 'drizzle-orm'
 import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator'
 import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js'
 import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator'
-import postgres from 'postgres'
 import { rowsOf, type Database } from './client.ts'
+import { postgres } from './postgres-driver.ts'
 
 /** drizzle/ at the package root, from src/db (tsx) and dist/db (built) alike. */
 export const MIGRATIONS_FOLDER = fileURLToPath(new URL('../../drizzle', import.meta.url))
