@@ -44,6 +44,16 @@ export async function createTestDatabase (t: Teardown, options: { migrated?: boo
   return { database, url }
 }
 
+/**
+ * Fills an empty directory with a migrated embedded database, as if the server had run there
+ * once: much faster than letting PGlite run initdb (seconds of CPU) in every test that needs a
+ * DATA_DIR. Tests of a truly fresh DATA_DIR should not use this.
+ */
+export async function createEmbeddedDataDir (dataDir: string): Promise<void> {
+  const pg = await PGlite.create(dataDir, { loadDataDir: new Blob([await migratedSnapshot()]) })
+  await pg.close()
+}
+
 /** A new empty PostgreSQL database on the test server; dropped (even with open connections) at teardown. */
 export async function createPostgresDatabase (t: Teardown): Promise<string> {
   if (testDatabaseUrl === undefined) throw new Error('TEST_DATABASE_URL is not set')

@@ -5,7 +5,7 @@ import { buildAdminApp } from '../../src/admin/app.ts'
 import { buildApp } from '../../src/app.ts'
 import { loadConfig } from '../../src/config.ts'
 import { startRuntime, type Runtime } from '../../src/runtime.ts'
-import { createPostgresDatabase, testDatabaseUrl } from '../helpers/database.ts'
+import { createEmbeddedDataDir, createPostgresDatabase, testDatabaseUrl } from '../helpers/database.ts'
 import { callTool, type TestServer } from '../helpers/server.ts'
 
 interface Booted { app: FastifyInstance, admin: FastifyInstance, runtime: Runtime, close: () => Promise<void> }
@@ -92,7 +92,10 @@ async function survivesRestart (t: Test, env: Record<string, string>): Promise<v
 }
 
 t.test('embedded database: messages and tokens survive a stop/start in DATA_DIR', async (t) => {
-  await survivesRestart(t, { DATA_DIR: t.testdir() })
+  const dataDir = t.testdir()
+  // Pre-migrated files instead of PGlite's initdb (seconds of CPU): the server reopens them all the same.
+  await createEmbeddedDataDir(dataDir)
+  await survivesRestart(t, { DATA_DIR: dataDir })
 })
 
 t.test('PostgreSQL: messages and tokens survive a stop/start', { skip: testDatabaseUrl === undefined ? 'TEST_DATABASE_URL is not set' : false }, async (t) => {

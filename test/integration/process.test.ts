@@ -1,0 +1,164 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { createServer } from 'node:net'
+import { fileURLToPath } from 'node:url'
+import t from 'tap'
+import { createEmbeddedDataDir } from '../helpers/database.ts'
+import { freePort } from '../helpers/server.ts'
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url))
+
+interface Exit { code: number | null, signal: NodeJS.Signals | null, stdout: string, stderr: string }
+
+interface Child { process: ChildProcess, stdout: () => string, stderr: () => string, exited: Promise<Exit> }
+
+const children = new Set<ChildProcess>()
+t.teardown(() => { for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
+
+/** `node --import=tsx src/server.ts` with exactly this environment (plus PATH). */
+function startServer (env: Record<string, string>): Child {
+  const child = spawn(process.execPath, ['--import=tsx', 'src/server.ts'], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH ?? '', ...env },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  children.add(child)
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (chunk: Buffer) => { stdout += chunk.toString() })
+  child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
+  const exited = new Promise<Exit>((resolve) => {
+    child.on('exit', (code, signal) => {
+      // Let the pipes drain before reporting.
+      setImmediate(() => { resolve({ code, signal, stdout, stderr }) })
+    })
+  })
+  return { process: child, stdout: () => stdout, stderr: () => stderr, exited }
+}
+
+async function until<T> (what: string, check: () => T | undefined | Promise<T | undefined>, ms = 60_000): Promise<T> {
+  const deadline = Date.now() + ms
+  for (;;) {
+    const value = await check()
+    if (value !== undefined && value !== false) return value
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+}
+
+t.test('a bad configuration stops the start with exit 1 and one line naming the variable', async (t) => {
+  const cases: Array<[Record<string, string>, string]> = [
+    [{ PORT: 'abc' }, 'PORT'],
+    [{ PUBLIC_URL: 'http://example.com' }, 'PUBLIC_URL'],
+    [{ ADMIN_HOST: '0.0.0.0' }, 'ADMIN_HOST'],
+    [{ ACCESS_TOKEN_TTL: '7200', REFRESH_TOKEN_TTL: '3600' }, 'REFRESH_TOKEN_TTL']
+  ]
+  // (Every bad value of every variable is checked in test/unit/config.test.ts; these check the process.)
+  const exits = await Promise.all(cases.map(async ([env]) => await startServer({ DATA_DIR: t.testdir(), ...env }).exited))
+  exits.forEach((exit, i) => {
+    const [env, variable] = cases[i] as [Record<string, string>, string]
+    const what = Object.entries(env).map(([k, v]) => `${k}=${v}`).join(' ')
+    t.equal(exit.code, 1, `${what}: exit 1`)
+    const lines = exit.stderr.trimEnd().split('\n')
+    t.equal(lines.length, 1, `${what}: one line on stderr: ${exit.stderr.trim()}`)
+    t.match(lines[0], new RegExp(`^bus-mcp: configuration error: ${variable}: `), `${what}: names ${variable}`)
+    t.equal(exit.stdout, '', `${what}: nothing else`)
+  })
+})
+
+t.test('an unreachable database stops the start with exit 1 and one line', { timeout: 60_000 }, async (t) => {
+  const closed = await freePort()
+  const exit = await startServer({ DATABASE_URL: `postgres://bus@127.0.0.1:${closed}/bus`, PORT: String(await freePort()), ADMIN_PORT: String(await freePort()), LOG_LEVEL: 'warn' }).exited
+  t.equal(exit.code, 1)
+  const lines = exit.stderr.trimEnd().split('\n')
+  t.equal(lines.length, 1, exit.stderr)
+  t.match(lines[0], /^bus-mcp: cannot reach the database at DATABASE_URL .*is PostgreSQL running\?$/)
+  t.notOk(exit.stderr.includes('bus@'), 'the URL (which may hold a password) is not printed')
+})
+
+t.test('a good start serves, refuses a second process on its DATA_DIR, and SIGTERM finishes an in-flight long-poll', async (t) => {
+  const dataDir = t.testdir()
+  await createEmbeddedDataDir(dataDir)
+  const port = await freePort()
+  const adminPort = await freePort()
+  // HOST is left at its default, localhost: both loopback addresses.
+  const server = startServer({ PORT: String(port), ADMIN_PORT: String(adminPort), DATA_DIR: dataDir, LOG_LEVEL: 'info' })
+  t.teardown(() => { if (server.process.exitCode === null) server.process.kill('SIGKILL') })
+  const early = server.exited.then((exit) => { if (exit.code !== 0) throw new Error(`server exited ${exit.code}: ${exit.stderr}`) })
+  early.catch(() => {})
+  await Promise.race([until('the ready line', () => server.stdout().includes('bus-mcp ready')), early])
+  const ready = server.stdout().split('\n').find((line) => line.includes('bus-mcp ready')) ?? ''
+  t.match(JSON.parse(ready), { msg: 'bus-mcp ready', publicUrl: `http://localhost:${port}`, mcp: `http://localhost:${port}/mcp`, database: 'pglite' }, 'logs ready as JSON when stdout is not a TTY')
+
+  const base = `http://127.0.0.1:${port}`
+  t.same(await (await fetch(`${base}/healthz`)).json(), { status: 'ok' })
+  const readyz = await fetch(`${base}/readyz`)
+  t.equal(readyz.status, 200)
+  t.match(await readyz.json(), { status: 'ready' })
+  const v6 = await fetch(`http://[::1]:${port}/healthz`).then((r) => r.status, () => undefined)
+  if (v6 !== undefined) t.equal(v6, 200, 'also on ::1')
+
+  await t.test('a second process on the same DATA_DIR exits 1 with one line', async (t) => {
+    const second = await startServer({ PORT: String(await freePort()), ADMIN_PORT: String(await freePort()), DATA_DIR: dataDir }).exited
+    t.equal(second.code, 1)
+    const lines = second.stderr.trimEnd().split('\n')
+    t.equal(lines.length, 1, second.stderr)
+    t.match(lines[0], new RegExp(`^bus-mcp: the embedded database in .* is open in process ${server.process.pid ?? 0}`))
+  })
+
+  await t.test('a port in use exits 1 with one line', async (t) => {
+    const blocker = createServer()
+    const taken = await freePort()
+    await new Promise<void>((resolve) => blocker.listen(taken, '127.0.0.1', resolve))
+    t.teardown(() => { blocker.close() })
+    const otherDir = t.testdir()
+    await createEmbeddedDataDir(otherDir)
+    const exit = await startServer({ PORT: String(taken), HOST: '127.0.0.1', ADMIN_PORT: String(await freePort()), DATA_DIR: otherDir }).exited
+    t.equal(exit.code, 1)
+    const lines = exit.stderr.trimEnd().split('\n')
+    t.equal(lines.length, 1, exit.stderr)
+    t.match(lines[0], /^bus-mcp: cannot listen: .*EADDRINUSE.* \(set PORT \/ ADMIN_PORT, or HOST \/ ADMIN_HOST\)$/)
+  })
+
+  const admin = `http://127.0.0.1:${adminPort}`
+  const post = async (path: string, body: object): Promise<any> => {
+    const response = await fetch(`${admin}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
+    t.equal(response.status, 201, path)
+    return await response.json()
+  }
+  await post('/principals', { name: 'alice' })
+  const token = (await post('/tokens', { principal: 'alice' })).token as string
+  const mcp = async (body: object, signal?: AbortSignal): Promise<Response> => await fetch(`${base}/mcp`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${token}` },
+    body: JSON.stringify(body),
+    ...(signal === undefined ? {} : { signal })
+  })
+  const sent = await mcp({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'bus_send', arguments: { channel: 'general', body: 'hi' } } })
+  t.equal(sent.status, 200)
+  const sentId = ((await sent.json()) as { result: { structuredContent: { id: number } } }).result.structuredContent.id
+
+  // A long-poll that would wait 20 s; the server learns of it through its metrics.
+  const polling = mcp({ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'bus_read', arguments: { channel: 'general', after: sentId, wait_seconds: 20 } } })
+  polling.catch(() => {})
+  await until('the long-poll to wait', async () => {
+    const metrics = await (await fetch(`${admin}/metrics`)).text()
+    return /^bus_long_polls_waiting 1$/m.test(metrics) || undefined
+  }, 10_000)
+
+  const signalled = Date.now()
+  server.process.kill('SIGTERM')
+  const response = await polling
+  t.equal(response.status, 200, 'the in-flight long-poll is answered, not cut off')
+  const body = await response.json() as { result: { structuredContent: { waited_ms: number } } }
+  t.match(body, { jsonrpc: '2.0', id: 2, result: { structuredContent: { messages: [], next_after: sentId } } })
+  t.ok(body.result.structuredContent.waited_ms < 10_000, `it answered after ${body.result.structuredContent.waited_ms} ms, not the full 20 s`)
+  const exit = await server.exited
+  const took = Date.now() - signalled
+  t.equal(exit.code, 0, `exit 0 ${exit.stderr}`)
+  t.equal(exit.signal, null)
+  t.ok(took < 10_000, `exited ${took} ms after SIGTERM`)
+  t.match(exit.stdout, /shutting down: finishing in-flight requests/)
+  t.notOk(exit.stdout.includes(token), 'the token was never logged')
+  const after = await fetch(`${base}/healthz`).then(() => 'answered', (err: Error) => err.name)
+  t.equal(after, 'TypeError', 'nothing listens any more')
+})
