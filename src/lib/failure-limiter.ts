@@ -1,3 +1,14 @@
+import { normalizeIP } from '@fastify/rate-limit'
+
+/**
+ * The key a client's requests are counted under: its IPv4 address (IPv4-mapped IPv6 included),
+ * or the /64 prefix of its IPv6 address. One subscriber gets a whole /64, so counting each full
+ * IPv6 address separately would let a client reset every limit by changing its interface id.
+ */
+export function clientKey (ip: string): string {
+  return normalizeIP(ip, 64)
+}
+
 /**
  * Counts failures (wrong bearer tokens) per key (client IP) in fixed windows, so guessing
  * tokens costs a client `max` tries per window while well-behaved traffic is never counted.

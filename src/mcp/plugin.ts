@@ -8,7 +8,7 @@ import { parseBearer } from '../auth/bearer.ts'
 import { SCOPES, sortScopes, type Scope } from '../auth/scopes.ts'
 import type { AuthContext } from '../auth/types.ts'
 import { isDatabaseUnavailable } from '../db/errors.ts'
-import { FailureLimiter } from '../lib/failure-limiter.ts'
+import { clientKey, FailureLimiter } from '../lib/failure-limiter.ts'
 import type { Runtime } from '../runtime.ts'
 import { UNAVAILABLE_ERROR_CODE } from './mcp-server.ts'
 import { TOOLS_BY_NAME } from './tools.ts'
@@ -68,7 +68,7 @@ export default async function mcpRoutes (fastify: FastifyInstance, { runtime }: 
     // An address that sent too many invalid tokens gets no database lookups for a while; tokens
     // already known to this replica (used in the last 30 s) still work, so other clients behind
     // the same address (a proxy without TRUST_PROXY, a NAT) are not locked out with it.
-    const blockedFor = failures?.retryAfter(request.ip) ?? 0
+    const blockedFor = failures?.retryAfter(clientKey(request.ip)) ?? 0
     if (blockedFor > 0) {
       const known = bearer.status === 'ok' ? authenticator.fromCache(bearer.token) : null
       if (known === null) {
@@ -80,7 +80,7 @@ export default async function mcpRoutes (fastify: FastifyInstance, { runtime }: 
     }
     const auth = bearer.status === 'ok' ? await authenticator.authenticate(bearer.token) : null
     if (auth === null) {
-      failures?.fail(request.ip)
+      failures?.fail(clientKey(request.ip))
       reply.header('WWW-Authenticate', bearerChallenge({
         resourceMetadataUrl, error: 'invalid_token', errorDescription: 'The access token is invalid, expired or revoked'
       }))

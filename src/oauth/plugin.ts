@@ -1,5 +1,6 @@
 import rateLimitPlugin from '@fastify/rate-limit'
 import type { FastifyInstance } from 'fastify'
+import { clientKey } from '../lib/failure-limiter.ts'
 import type { Runtime } from '../runtime.ts'
 import authorizeRoutes from './authorize.ts'
 import { ClientResolver } from './clients.ts'
@@ -19,7 +20,8 @@ export default async function oauthRoutes (fastify: FastifyInstance, { runtime }
     global: false,
     // A class the plugin instantiates once; its child() hands every route the same counters.
     store: SharedRateLimitStore,
-    keyGenerator: (request) => request.ip,
+    // Per client: an IPv4 address, or an IPv6 /64 (see clientKey).
+    keyGenerator: (request) => clientKey(request.ip),
     errorResponseBuilder: (_request, context) => ({
       statusCode: 429,
       code: 'too_many_requests',
