@@ -1,0 +1,90 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { Check, Target } from '../targets.ts'
+import { summarize, type Measure, type RoundResult, type Summary } from './load.ts'
+
+export interface RoundOptions {
+  rounds: number
+  seconds: number
+  warmupSeconds: number
+  log: (line: string) => void
+  /** Filled with the monotonic clock (µs, as in V8 CPU profiles) around the measured rounds. */
+  window?: { startUs: number, endUs: number }
+}
+
+const nowUs = (): number => Number(process.hrtime.bigint() / 1000n)
+
+export interface Outcome {
+  target: Target<any>
+  summary?: Summary
+  verdict: 'PASS' | 'FAIL' | 'pending' | 'ok'
+  reasons: string[]
+}
+
+/**
+ * Sets up every target, warms each up once, then measures them in interleaved rounds whose
+ * order alternates (A B C, C B A, A B C...), so a slow spell on the shared machine lands on
+ * all targets instead of one. Rounds merge into one summary per target.
+ */
+export async function runRounds<R> (targets: Array<Target<R>>, rig: R, options: RoundOptions): Promise<Outcome[]> {
+  const active: Array<{ target: Target<R>, measure: Measure, rounds: RoundResult[] }> = []
+  for (const target of targets) {
+    if (target.pending !== undefined || target.setup === undefined) continue
+    options.log(`setup    ${target.key}`)
+    active.push({ target, measure: await target.setup(rig), rounds: [] })
+  }
+  if (options.warmupSeconds > 0) {
+    for (const entry of active) {
+      options.log(`warm-up  ${entry.target.key} (${options.warmupSeconds} s, discarded)`)
+      await entry.measure(options.warmupSeconds)
+      await sleep(300)
+    }
+  }
+  if (options.window !== undefined) options.window.startUs = nowUs()
+  for (let round = 0; round < options.rounds; round++) {
+    const order = round % 2 === 0 ? active : [...active].reverse()
+    for (const entry of order) {
+      const result = await entry.measure(options.seconds)
+      entry.rounds.push(result)
+      const rate = entry.target.latencyOnly === true ? `${result.count} probes` : `${Math.round(result.count / result.seconds)} req/s`
+      options.log(`round ${round + 1}  ${entry.target.key.padEnd(14)} ${rate}${result.errors + result.non2xx > 0 ? `, ${result.errors} errors, ${result.non2xx} non-2xx` : ''}`)
+      await sleep(300)
+    }
+  }
+  if (options.window !== undefined) options.window.endUs = nowUs()
+  const summaries = new Map(active.map((e) => [e.target.key, summarize(e.rounds)]))
+  return targets.map((target) => evaluate(target, summaries))
+}
+
+function evaluate (target: Target<any>, summaries: Map<string, Summary>): Outcome {
+  if (target.pending !== undefined) return { target, verdict: 'pending', reasons: [target.pending] }
+  const summary = summaries.get(target.key)
+  if (summary === undefined) return { target, verdict: 'pending', reasons: ['not measured'] }
+  const reasons: string[] = []
+  let failed = false
+  if (summary.errors > 0 || summary.non2xx > 0) {
+    failed = true
+    reasons.push(`${summary.errors} errors, ${summary.non2xx} non-2xx`)
+  }
+  if (summary.count === 0) {
+    failed = true
+    reasons.push('nothing completed')
+  }
+  for (const check of target.checks) {
+    const result = applyCheck(check, summary, summaries)
+    reasons.push(result.text)
+    if (!result.ok) failed = true
+  }
+  return { target, summary, verdict: failed ? 'FAIL' : target.checks.length > 0 ? 'PASS' : 'ok', reasons }
+}
+
+function applyCheck (check: Check, summary: Summary, summaries: Map<string, Summary>): { ok: boolean, text: string } {
+  if (check.kind === 'p99') {
+    const ok = summary.p99 <= check.maxMs
+    return { ok, text: `p99 ${summary.p99.toFixed(1)} ms ${ok ? '<=' : '>'} ${check.maxMs} ms` }
+  }
+  const other = summaries.get(check.of)
+  if (other === undefined || other.rate === 0) return { ok: false, text: `${check.of} not measured` }
+  const ratio = summary.rate / other.rate
+  const ok = ratio >= check.min
+  return { ok, text: `${ratio.toFixed(2)}x ${check.of} ${ok ? '>=' : '<'} ${check.min}x` }
+}

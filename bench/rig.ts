@@ -1,0 +1,40 @@
+import { randomBytes } from 'node:crypto'
+import { createBenchDatabase } from './lib/database.ts'
+import { apiTokenFor, startOurServer } from './lib/ours.ts'
+import { freePort, spawnServer, waitUntil, type ServerProcess } from './lib/processes.ts'
+import { callTool } from './lib/rpc.ts'
+import type { Rig } from './targets.ts'
+
+export interface RigOptions {
+  connections: number
+  /** Extra node arguments per server name (e.g. --cpu-prof for --profile). */
+  nodeArgs?: (name: string) => string[]
+  log: (line: string) => void
+}
+
+async function startReference (name: string, script: string, token: string, nodeArgs: string[]): Promise<ServerProcess> {
+  const server = await spawnServer({ name, script, port: await freePort(), nodeArgs, env: { BENCH_TOKEN: token } })
+  await waitUntil(name, async () => !(await callTool(`${server.url}/mcp`, token, 'whoami')).isError, 30_000, server)
+  return server
+}
+
+/**
+ * Everything a default run measures, each in its own process: the two reference servers, and
+ * two replicas of ours sharing a fresh PostgreSQL database (dropped by the caller at the end).
+ */
+export async function startRig (options: RigOptions): Promise<Rig> {
+  const args = options.nodeArgs ?? (() => [])
+  const database = await createBenchDatabase()
+  options.log(`database ${database.name}`)
+  const referenceToken = randomBytes(32).toString('base64url')
+  // Replica A migrates the new database; B starts once it has.
+  const replicaA = await startOurServer('replica-a', database.url, args('replica-a'))
+  const [replicaB, ceiling, anchor] = await Promise.all([
+    startOurServer('replica-b', database.url, args('replica-b')),
+    startReference('ceiling', 'bench/servers/ceiling.ts', referenceToken, args('ceiling')),
+    startReference('anchor', 'bench/servers/anchor.ts', referenceToken, args('anchor'))
+  ])
+  options.log(`servers  replica-a pid ${replicaA.pid}, replica-b pid ${replicaB.pid}, ceiling pid ${ceiling.pid}, anchor pid ${anchor.pid}`)
+  const apiToken = await apiTokenFor(replicaA, 'bench')
+  return { connections: options.connections, referenceToken, ceiling, anchor, replicaA, replicaB, apiToken }
+}
