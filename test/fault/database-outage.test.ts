@@ -1,4 +1,3 @@
-import { createServer, connect, type Server, type Socket } from 'node:net'
 import { sql } from 'drizzle-orm'
 import t from 'tap'
 import { openDatabase, rowsOf, type Database } from '../../src/db/client.ts'
@@ -7,6 +6,7 @@ import { hashSecret } from '../../src/lib/secrets.ts'
 import { createTestDatabase, testDatabaseUrl } from '../helpers/database.ts'
 import { pkcePair } from '../helpers/oauth.ts'
 import { principalWithToken, startTestServer, type TestServer } from '../helpers/server.ts'
+import { CuttableProxy } from '../helpers/tcp-proxy.ts'
 
 /**
  * PostgreSQL goes away under load and comes back (issue 5, item 3). A TCP proxy sits between a
@@ -25,48 +25,6 @@ const HANG_MS = 10_000
 const RECOVERY_MS = 5000
 const REDIRECT_URI = 'http://localhost:53682/callback'
 
-/** A TCP proxy that can be cut (all connections destroyed, new ones refused) and restored. */
-class TcpProxy {
-  private server: Server | undefined
-  private readonly sockets = new Set<Socket>()
-  port = 0
-
-  constructor (private readonly targetHost: string, private readonly targetPort: number) {}
-
-  async start (): Promise<void> {
-    const server = createServer((client) => {
-      const upstream = connect(this.targetPort, this.targetHost)
-      for (const socket of [client, upstream]) {
-        this.sockets.add(socket)
-        socket.on('close', () => { this.sockets.delete(socket) })
-        socket.on('error', () => { client.destroy(); upstream.destroy() })
-      }
-      client.on('close', () => upstream.destroy())
-      upstream.on('close', () => client.destroy())
-      client.pipe(upstream).pipe(client)
-    })
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject)
-      server.listen(this.port, '127.0.0.1', () => { resolve() })
-    })
-    const address = server.address()
-    this.port = typeof address === 'object' && address !== null ? address.port : 0
-    this.server = server
-  }
-
-  async cut (): Promise<void> {
-    const server = this.server
-    this.server = undefined
-    const closed = new Promise<void>((resolve) => { server?.close(() => { resolve() }) ?? resolve() })
-    for (const socket of this.sockets) socket.destroy()
-    await closed
-  }
-
-  async close (): Promise<void> {
-    await this.cut()
-  }
-}
-
 interface Outcome { kind: string, at: number, ms: number, status: number, problem?: string }
 
 if (testDatabaseUrl === undefined) {
@@ -75,13 +33,9 @@ if (testDatabaseUrl === undefined) {
   t.test('PostgreSQL cut for 2 s under load', async (t) => {
     // The test's own view of the database, direct; the server's goes through the proxy.
     const direct = await createTestDatabase(t)
-    const target = new URL(direct.url as string)
-    const proxy = new TcpProxy(target.hostname, Number(target.port === '' ? 5432 : target.port))
-    await proxy.start()
-    t.teardown(async () => { await proxy.close() })
-    const proxiedUrl = new URL(target)
-    proxiedUrl.hostname = '127.0.0.1'
-    proxiedUrl.port = String(proxy.port)
+    const { proxy, url } = await CuttableProxy.inFrontOf(direct.url as string)
+    t.teardown(async () => { await proxy.cut() })
+    const proxiedUrl = new URL(url)
     const proxied: Database = await openDatabase({ databaseUrl: proxiedUrl.toString(), dataDir: '', poolSize: 10 })
     t.teardown(() => proxied.close().catch(() => {}))
 
@@ -235,7 +189,7 @@ if (testDatabaseUrl === undefined) {
     await proxy.cut()
     setTimeout(() => { resume() }, 100)
     await new Promise((resolve) => setTimeout(resolve, OUTAGE_MS))
-    await proxy.start()
+    await proxy.restore()
     const restoredAt = Date.now() - started
     t.comment(`proxy cut at ${cutAt} ms, restored at ${restoredAt} ms`)
 

@@ -1,53 +1,10 @@
-import { connect, createServer, type Server, type Socket } from 'node:net'
 import { sql } from 'drizzle-orm'
 import t from 'tap'
 import { openDatabase, rowsOf } from '../../src/db/client.ts'
 import { migrate } from '../../src/db/migrate.ts'
 import { createPostgresDatabase, testDatabaseUrl } from '../helpers/database.ts'
 import { callTool, principalWithToken, rpc, startTestServer } from '../helpers/server.ts'
-
-/**
- * A TCP proxy between the server and PostgreSQL that a test can cut (every connection dropped,
- * new ones refused, as when the database host goes away) and restore on the same port.
- */
-class CuttableProxy {
-  private server: Server | undefined
-  private readonly sockets = new Set<Socket>()
-  port = 0
-
-  constructor (private readonly target: { host: string, port: number }) {}
-
-  async start (): Promise<void> {
-    const server = createServer((client) => {
-      const upstream = connect(this.target.port, this.target.host)
-      for (const socket of [client, upstream]) {
-        this.sockets.add(socket)
-        socket.on('close', () => { this.sockets.delete(socket) })
-        socket.on('error', () => {})
-      }
-      client.pipe(upstream)
-      upstream.pipe(client)
-      client.on('close', () => upstream.destroy())
-      upstream.on('close', () => client.destroy())
-    })
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject)
-      server.listen(this.port, '127.0.0.1', () => { resolve() })
-    })
-    this.port = (server.address() as { port: number }).port
-    this.server = server
-  }
-
-  async cut (): Promise<void> {
-    const server = this.server
-    this.server = undefined
-    const closed = new Promise<void>((resolve) => { server?.close(() => { resolve() }) ?? resolve() })
-    for (const socket of this.sockets) socket.destroy()
-    await closed
-  }
-
-  async restore (): Promise<void> { await this.start() }
-}
+import { CuttableProxy } from '../helpers/tcp-proxy.ts'
 
 async function until<T> (what: string, check: () => Promise<T | undefined>, ms: number): Promise<T> {
   const deadline = Date.now() + ms
