@@ -65,7 +65,8 @@ export default async function authorizeRoutes (fastify: FastifyInstance, { runti
     return await setPageHeaders(reply).code(status >= 500 ? 500 : status).send(renderErrorPage(status === 429 ? 'Too many requests' : 'Authorization failed', message))
   })
 
-  const routeOptions = { config: { rateLimit: rateLimit(config, 'authorize') } }
+  // No automatic HEAD route: a HEAD would run the GET handler and store a consent transaction.
+  const routeOptions = { exposeHeadRoute: false, config: { rateLimit: rateLimit(config, 'authorize') } }
   for (const path of ['/oauth/authorize', '/authorize']) {
     fastify.get(path, routeOptions, async (request, reply) => await handleRequest(request, reply, request.query, path))
     fastify.post(path, routeOptions, async (request, reply) => {
@@ -203,6 +204,10 @@ export default async function authorizeRoutes (fastify: FastifyInstance, { runti
     }
     // The cookie set with this page must come back with it (CSRF: a form posted from another
     // site, or from another browser, does not carry it).
+    // Defence in depth next to the SameSite cookie: browsers mark form posts from other sites.
+    if (request.headers['sec-fetch-site'] === 'cross-site') {
+      throw new AuthorizePageError('Request refused', 'This form was submitted from another site. Start the connection again from your application.', 403)
+    }
     const csrf = readCookie(request.headers.cookie, csrfCookieName(form.transaction as string))
     if (csrf === undefined || !constantEquals(hashSecret(csrf).toString('base64'), pending.csrfHash.toString('base64'))) {
       throw new AuthorizePageError('Request refused', 'This form did not come from the page this server showed you (missing or wrong security cookie). Start the connection again.', 403)

@@ -18,9 +18,9 @@ export default async function healthRoutes (fastify: FastifyInstance, { runtime 
       if (!migrated) migrated = await appliedMigrationCount(runtime.database) >= expected
     } catch (err) {
       request.log.warn({ err }, 'readiness check failed')
-      return await reply.code(503).send({ status: 'unavailable', database: 'unreachable' })
+      return await reply.code(503).header('Retry-After', '5').send({ status: 'unavailable', database: 'unreachable' })
     }
-    if (!migrated) return await reply.code(503).send({ status: 'unavailable', database: 'ok', migrations: 'pending' })
+    if (!migrated) return await reply.code(503).header('Retry-After', '5').send({ status: 'unavailable', database: 'ok', migrations: 'pending' })
     return await reply.send({ status: 'ready', database: 'ok', migrations: 'applied' })
   })
 }
