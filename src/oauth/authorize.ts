@@ -69,6 +69,7 @@ export default async function authorizeRoutes (fastify: FastifyInstance, { runti
   const routeOptions = { exposeHeadRoute: false, config: { rateLimit: rateLimit(config, 'authorize') } }
   for (const path of ['/oauth/authorize', '/authorize']) {
     fastify.get(path, routeOptions, async (request, reply) => await handleRequest(request, reply, request.query, path))
+    fastify.head(path, routeOptions, async (_request, reply) => await setPageHeaders(reply).code(405).header('Allow', 'GET, POST').send())
     fastify.post(path, routeOptions, async (request, reply) => {
       const body = (request.body ?? {}) as Record<string, unknown>
       if (typeof body.transaction === 'string' || Array.isArray(body.transaction)) return await handleConsent(request, reply, body, path)
