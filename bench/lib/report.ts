@@ -1,12 +1,26 @@
+import { execFileSync } from 'node:child_process'
 import { cpus, loadavg, totalmem, release, platform } from 'node:os'
+import { ROOT } from './paths.ts'
 import type { Outcome } from './rounds.ts'
 
 export function machineInfo (): string[] {
   const list = cpus()
   return [
     `machine: ${list.length} x ${list[0]?.model.trim() ?? 'unknown cpu'}, ${(totalmem() / 2 ** 30).toFixed(1)} GiB RAM, ${platform()} ${release()}`,
-    `node ${process.version}, load average at start ${loadavg().map((l) => l.toFixed(2)).join(' ')}`
+    `node ${process.version}, load average at start ${loadavg().map((l) => l.toFixed(2)).join(' ')}`,
+    `source: ${sourceVersion()}`
   ]
+}
+
+/** The commit measured, and whether src/ had uncommitted changes (the bench compiles the working tree). */
+function sourceVersion (): string {
+  try {
+    const git = (...args: string[]): string => execFileSync('git', args, { cwd: ROOT, encoding: 'utf8' }).trim()
+    const changed = git('status', '--porcelain', '--', 'src').split('\n').filter(Boolean).length
+    return `git ${git('rev-parse', '--short', 'HEAD')}${changed > 0 ? ` + ${changed} uncommitted change(s) under src/` : ', src/ clean'}`
+  } catch {
+    return 'not a git checkout'
+  }
 }
 
 const fmt = (n: number, digits = 1): string => Number.isFinite(n) ? n.toFixed(digits) : '-'
