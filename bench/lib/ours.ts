@@ -22,6 +22,8 @@ export async function startOurServer (name: string, databaseUrl: string, nodeArg
       HOST: '127.0.0.1',
       ADMIN_HOST: '127.0.0.1',
       ADMIN_PORT: String(adminPort),
+      // The bench talks to the admin API without a token (it listens on loopback only).
+      ADMIN_TOKEN: '',
       PUBLIC_URL: `http://localhost:${port}`,
       DATABASE_URL: databaseUrl,
       RATE_LIMIT_MULTIPLIER: '0',
