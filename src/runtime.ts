@@ -5,7 +5,7 @@ import { Bus } from './bus/bus.ts'
 import type { Config } from './config.ts'
 import { openDatabase, type Database } from './db/client.ts'
 import { migrate } from './db/migrate.ts'
-import { createMcpServer } from './mcp/mcp-server.ts'
+import { createMcpServer, createToolCaller, type ToolCaller } from './mcp/mcp-server.ts'
 import { MultiplexTransport } from './mcp/transport.ts'
 import { Maintenance } from './operations/maintenance.ts'
 import { Metrics } from './operations/metrics.ts'
@@ -22,6 +22,8 @@ export interface Runtime {
   bus: Bus
   audit: AuditLog
   mcpTransport: MultiplexTransport
+  /** The tools/call handler the SDK server uses, for /mcp's direct path. */
+  callTool: ToolCaller
   metrics: Metrics
   close: () => Promise<void>
 }
@@ -66,6 +68,7 @@ export async function startRuntime (config: Config, log: FastifyBaseLogger, opti
       bus,
       audit,
       mcpTransport,
+      callTool: createToolCaller({ bus, audit, log }),
       metrics,
       async close () {
         await maintenance.stop()

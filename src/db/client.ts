@@ -51,6 +51,12 @@ function openPostgres (url: string, poolSize: number): Database {
     onnotice: () => {},
     connection: { application_name: 'bus-mcp' }
   })
+  // drizzle asks postgres.js not to prepare unnamed queries. Ours are parameterised and few, so
+  // preparing them (postgres.js keeps them per connection, keyed by text) saves a round trip and a
+  // plan on every query: about half the latency of a lookup (docs/benchmarks.md).
+  const unsafe = client.unsafe.bind(client)
+  client.unsafe = ((query: string, parameters?: unknown[], options?: Record<string, unknown>) =>
+    unsafe(query, parameters as never, { ...options, prepare: true })) as typeof client.unsafe
   const db = drizzlePostgres(client, { schema }) as unknown as Db
   return {
     db,

@@ -33,12 +33,27 @@ export function createMcpServer ({ bus, audit, log }: McpServerDeps): Server {
   const toolList: Tool[] = TOOLS.map(toolListing)
   server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: toolList }))
 
-  server.setRequestHandler(CallToolRequestSchema, async (request, extra): Promise<CallToolResult> => {
-    const tool = TOOLS_BY_NAME.get(request.params.name)
+  const callTool = createToolCaller({ bus, audit, log })
+  server.setRequestHandler(CallToolRequestSchema, async (request, extra): Promise<CallToolResult> =>
+    await callTool(request.params, extra.authInfo?.extra?.context as AuthContext | undefined, extra.signal))
+
+  return server
+}
+
+/** Runs one tools/call: scope guard, argument validation, the tool, the audit row. */
+export type ToolCaller = (params: { name: string, arguments?: Record<string, unknown> | undefined }, auth: AuthContext | undefined, signal: AbortSignal | undefined) => Promise<CallToolResult>
+
+/**
+ * The tools/call handler. The SDK server uses it, and so does /mcp's direct path for a single
+ * tools/call (the hot path), which skips the Protocol's per-request bookkeeping but runs this
+ * same function: one behaviour, two entrances.
+ */
+export function createToolCaller ({ bus, audit, log }: McpServerDeps): ToolCaller {
+  return async (params, auth, signal) => {
+    const tool = TOOLS_BY_NAME.get(params.name)
     if (tool === undefined) {
-      throw rpcError(ErrorCode.InvalidParams, `Unknown tool: "${request.params.name}". Call tools/list for the tools of this server.`)
+      throw rpcError(ErrorCode.InvalidParams, `Unknown tool: "${params.name}". Call tools/list for the tools of this server.`)
     }
-    const auth = extra.authInfo?.extra?.context as AuthContext | undefined
     if (auth === undefined) throw rpcError(ErrorCode.InvalidRequest, 'Not authenticated')
     const started = performance.now()
     const finish = (outcome: 'ok' | 'error' | 'denied', detail?: string): void => {
@@ -61,13 +76,13 @@ export function createMcpServer ({ bus, audit, log }: McpServerDeps): Server {
       return toolError(`This token lacks the "${tool.scope}" scope needed by ${tool.name}.`)
     }
     // reportInput: without it every issue lacks `input`, and a wrong type reads as "is required".
-    const parsed = tool.input.safeParse(request.params.arguments ?? {}, { reportInput: true })
+    const parsed = tool.input.safeParse(params.arguments ?? {}, { reportInput: true })
     if (!parsed.success) {
       finish('error', 'invalid_arguments')
       return toolError(describeInputError(parsed.error))
     }
     try {
-      const result = await tool.run({ auth, bus, signal: extra.signal }, parsed.data)
+      const result = await tool.run({ auth, bus, signal }, parsed.data)
       finish('ok')
       return {
         content: [{ type: 'text', text: JSON.stringify(result) }],
@@ -86,9 +101,7 @@ export function createMcpServer ({ bus, audit, log }: McpServerDeps): Server {
       log.error({ err, tool: tool.name }, 'tool failed')
       throw rpcError(ErrorCode.InternalError, 'Internal error')
     }
-  })
-
-  return server
+  }
 }
 
 function toolError (message: string): CallToolResult {

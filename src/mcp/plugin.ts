@@ -108,13 +108,15 @@ export default async function mcpRoutes (fastify: FastifyInstance, { runtime }: 
     const requests = messages.filter((m): m is JSONRPCRequest => 'method' in m && 'id' in m)
     // Notifications and responses from clients have nothing to act on in stateless mode.
     if (requests.length === 0) return await reply.code(202).send()
-    if (requests.some(isInitializeRequest) && messages.length > 1) {
+    if (messages.length > 1 && requests.some(isInitializeRequest)) {
       return await sendRpcError(reply, 400, 'Invalid Request: initialize must be sent on its own', -32600)
     }
+    const auth = request.auth as AuthContext
+    const single = messages.length === 1 ? directToolCall(requests[0]) : undefined
+    if (single !== undefined) return await callToolDirectly(request, reply, single, auth)
 
     const disconnected = new AbortController()
     reply.raw.on('close', () => { if (!reply.raw.writableFinished) disconnected.abort() })
-    const auth = request.auth as AuthContext
     const replies = await mcpTransport.dispatch(requests, {
       authInfo: { token: String(auth.tokenId), clientId: auth.clientId ?? '', scopes: auth.scopes, extra: { context: auth } },
       requestInfo: { headers: request.headers }
@@ -128,6 +130,32 @@ export default async function mcpRoutes (fastify: FastifyInstance, { runtime }: 
     reply.header('Cache-Control', 'no-store')
     return await reply.code(200).send(Array.isArray(request.body) ? replies : replies[0])
   })
+
+  /**
+   * The hot path: one tools/call, run by the same handler the SDK server uses (runtime.callTool),
+   * without the Protocol's per-request machinery (id rewriting, abort controllers, re-validation
+   * of what parseMessages already checked). Anything else goes through the SDK.
+   */
+  async function callToolDirectly (request: FastifyRequest, reply: FastifyReply, call: DirectToolCall, auth: AuthContext): Promise<FastifyReply> {
+    let signal: AbortSignal | undefined
+    if (call.waits) {
+      // Only a long-poll lives long enough for a vanished client to matter.
+      const disconnected = new AbortController()
+      reply.raw.on('close', () => { if (!reply.raw.writableFinished) disconnected.abort() })
+      signal = disconnected.signal
+    }
+    let response: JSONRPCMessage
+    try {
+      const result = await runtime.callTool(call.params, auth, signal)
+      response = { jsonrpc: '2.0', id: call.id, result }
+    } catch (err) {
+      const code = typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -32603
+      response = { jsonrpc: '2.0', id: call.id, error: { code, message: code === -32603 ? 'Internal error' : (err as Error).message } }
+      if (code === UNAVAILABLE_ERROR_CODE) return await reply.code(503).header('Retry-After', '5').send(response)
+    }
+    if (signal?.aborted === true) return await reply.code(499).send()
+    return await reply.code(200).header('Cache-Control', 'no-store').send(response)
+  }
 
   // Stateless: there is no session stream to open with GET or to end with DELETE.
   const notAllowed = async (_request: FastifyRequest, reply: FastifyReply): Promise<void> => {
@@ -232,4 +260,25 @@ function parseMessages (body: unknown): JSONRPCMessage[] | string {
 
 async function sendRpcError (reply: FastifyReply, status: number, message: string, code = -32000): Promise<FastifyReply> {
   return await reply.code(status).header('Cache-Control', 'no-store').send({ jsonrpc: '2.0', error: { code, message }, id: null })
+}
+
+interface DirectToolCall {
+  id: string | number
+  params: { name: string, arguments?: Record<string, unknown> | undefined }
+  waits: boolean
+}
+
+/** A well-formed single tools/call the direct path can run, or undefined to leave it to the SDK. */
+function directToolCall (message: JSONRPCRequest | undefined): DirectToolCall | undefined {
+  if (message === undefined || message.method !== 'tools/call') return undefined
+  const params = message.params as { name?: unknown, arguments?: unknown } | undefined
+  if (params === undefined || typeof params.name !== 'string') return undefined
+  const args = params.arguments
+  if (args !== undefined && (args === null || typeof args !== 'object' || Array.isArray(args))) return undefined
+  const wait = (args as { wait_seconds?: unknown } | undefined)?.wait_seconds
+  return {
+    id: message.id,
+    params: { name: params.name, arguments: args as Record<string, unknown> | undefined },
+    waits: typeof wait === 'number' && wait > 0
+  }
 }

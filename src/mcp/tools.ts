@@ -4,7 +4,7 @@ import type { AuthContext } from '../auth/types.ts'
 import type { Bus } from '../bus/bus.ts'
 import { CHANNEL_NAME_PATTERN, MAX_BODY_BYTES, MAX_READ_LIMIT, MAX_WAIT_SECONDS } from '../bus/limits.ts'
 
-export interface ToolContext { auth: AuthContext, bus: Bus, signal: AbortSignal }
+export interface ToolContext { auth: AuthContext, bus: Bus, signal: AbortSignal | undefined }
 
 export interface ToolDefinition<Input extends z.ZodType = z.ZodType> {
   name: string
