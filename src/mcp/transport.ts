@@ -1,7 +1,7 @@
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js'
 import {
   CallToolRequestSchema, ErrorCode, InitializeRequestSchema, ListToolsRequestSchema,
-  type JSONRPCErrorResponse, type JSONRPCMessage, type JSONRPCRequest, type JSONRPCResultResponse, type MessageExtraInfo, type RequestId
+  type JSONRPCErrorResponse, type JSONRPCMessage, type JSONRPCRequest, type JSONRPCResultResponse, type MessageExtraInfo
 } from '@modelcontextprotocol/sdk/types.js'
 
 export type JSONRPCReply = JSONRPCResultResponse | JSONRPCErrorResponse

@@ -9,7 +9,7 @@ import type { Runtime } from '../runtime.ts'
 import type { ClientResolver } from './clients.ts'
 import {
   consumePendingAuthorization, createPendingAuthorization, findPendingAuthorization, MAX_CONSENT_ATTEMPTS,
-  PENDING_AUTHORIZATION_TTL_SECONDS, principalForCredential, recordFailedAttempt
+  PENDING_AUTHORIZATION_TTL_SECONDS, principalForCredential, recordFailedAttempt, type PendingRequest
 } from './consent-store.ts'
 import { formActionSource, renderConsentPage, renderErrorPage, setPageHeaders } from './consent-page.ts'
 import { OAuthError, singleParams } from './errors.ts'
@@ -26,15 +26,8 @@ class AuthorizePageError extends Error {
   }
 }
 
-/** A verified authorization request, waiting for a principal's approval. */
-interface ValidRequest {
-  client: OAuthClient
-  redirectUri: string
-  state: string | undefined
-  codeChallenge: string
-  scopes: Scope[]
-  resource: string
-}
+/** A verified authorization request, waiting for a principal's approval (stored as is for the consent page). */
+type ValidRequest = PendingRequest
 
 const AUTHORIZE_PARAMS = ['client_id', 'redirect_uri', 'response_type', 'state', 'scope', 'code_challenge', 'code_challenge_method', 'resource'] as const
 

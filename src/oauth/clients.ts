@@ -1,4 +1,4 @@
-import { and, desc, eq, sql } from 'drizzle-orm'
+import { desc, eq, sql } from 'drizzle-orm'
 import type { FastifyBaseLogger } from 'fastify'
 import { parseScopes, SCOPES, type Scope } from '../auth/scopes.ts'
 import type { Executor } from '../db/client.ts'
@@ -295,6 +295,7 @@ export function authenticateClient (client: OAuthClient | undefined, presented: 
   return client
 }
 
+/** A client that completed an authorization is no longer a stale registration (see the purge). */
 export async function markClientUsed (db: Executor, clientRowId: number): Promise<void> {
-  await db.update(oauthClients).set({ lastUsedAt: sql`now()` }).where(and(eq(oauthClients.id, clientRowId)))
+  await db.update(oauthClients).set({ lastUsedAt: sql`now()` }).where(eq(oauthClients.id, clientRowId))
 }

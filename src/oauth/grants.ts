@@ -1,9 +1,10 @@
 import { and, eq, isNull, sql } from 'drizzle-orm'
 import type { Scope } from '../auth/scopes.ts'
 import { rowsOf, type Executor } from '../db/client.ts'
-import { oauthClients, oauthCodes, oauthGrants, oauthTokens, principals, type OAuthClient, type OAuthGrant } from '../db/schema.ts'
+import { oauthCodes, oauthGrants, oauthTokens, principals, type OAuthClient, type OAuthGrant } from '../db/schema.ts'
 import { generateSecret, hashSecret, kindOfSecret } from '../lib/secrets.ts'
 import { AdminInputError, notifyAuthChange } from '../principals/store.ts'
+import { markClientUsed } from './clients.ts'
 import { OAuthError } from './errors.ts'
 import { verifyS256 } from './pkce.ts'
 
@@ -41,7 +42,7 @@ export async function createGrantWithCode (db: Executor, input: AuthorizationInp
       codeChallenge: input.codeChallenge,
       expiresAt: new Date(Date.now() + lifetimes.authCodeTtl * 1000)
     })
-    await tx.update(oauthClients).set({ lastUsedAt: sql`now()` }).where(eq(oauthClients.id, input.client.id))
+    await markClientUsed(tx, input.client.id)
   })
   return code
 }
@@ -155,7 +156,7 @@ export async function clientCredentialsTokens (db: Executor, client: OAuthClient
     }
     const [grant] = await tx.insert(oauthGrants).values({ clientId: client.id, principalId: principal.id, scopes, resource }).returning()
     if (grant === undefined) throw new Error('grant insert returned no row')
-    await tx.update(oauthClients).set({ lastUsedAt: sql`now()` }).where(eq(oauthClients.id, client.id))
+    await markClientUsed(tx, client.id)
     return await issueTokens(tx, grant, scopes, false, lifetimes)
   })
 }
