@@ -47,8 +47,13 @@ export const DEFAULT_ALLOWED_ORIGINS = [
 export const PRINCIPAL_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/
 
 export class ConfigError extends Error {
-  constructor (readonly variable: string, readonly problem: string) {
+  readonly variable: string
+  readonly problem: string
+
+  constructor (variable: string, problem: string) {
     super(`${variable}: ${problem}`)
+    this.variable = variable
+    this.problem = problem
     this.name = 'ConfigError'
   }
 }

@@ -33,7 +33,13 @@ export class AuditLog {
 
   private readonly observers: Array<(entry: AuditEntry) => void> = []
 
-  constructor (private readonly database: Database, private readonly log: FastifyBaseLogger) {}
+  private readonly database: Database
+  private readonly log: FastifyBaseLogger
+
+  constructor (database: Database, log: FastifyBaseLogger) {
+    this.database = database
+    this.log = log
+  }
 
   /** Metrics count what the audit log sees (tool calls, tokens, registrations) through this. */
   observe (observer: (entry: AuditEntry) => void): void {

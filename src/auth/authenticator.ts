@@ -45,7 +45,10 @@ export class Authenticator {
 
   private readonly resourceUrl: string
 
-  constructor (private readonly database: Database, options: AuthenticatorSettings) {
+  private readonly database: Database
+
+  constructor (database: Database, options: AuthenticatorSettings) {
+    this.database = database
     this.resourceUrl = options.resourceUrl
     this.cacheTtlMs = options.cacheTtlMs ?? 30_000
     this.maxCacheEntries = options.maxCacheEntries ?? 10_000

@@ -36,7 +36,11 @@ export class Bus {
   readonly waiters = new Waiters()
   private unlisten: (() => Promise<void>) | undefined
 
-  constructor (private readonly database: Database) {}
+  private readonly database: Database
+
+  constructor (database: Database) {
+    this.database = database
+  }
 
   /** Starts listening for sends from every process sharing the database (LISTEN/NOTIFY). */
   async start (): Promise<void> {

@@ -4,8 +4,13 @@ import { join } from 'node:path'
 export interface DataDirLock { release: () => void }
 
 export class DataDirInUseError extends Error {
-  constructor (readonly dataDir: string, readonly pid: number) {
+  readonly dataDir: string
+  readonly pid: number
+
+  constructor (dataDir: string, pid: number) {
     super(`the embedded database in ${dataDir} is open in process ${pid}; only one process may open it (stop that process, or use DATABASE_URL for several)`)
+    this.dataDir = dataDir
+    this.pid = pid
     this.name = 'DataDirInUseError'
   }
 }

@@ -7,7 +7,7 @@ import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator'
 import { rowsOf, type Database } from './client.ts'
 import { postgres } from './postgres-driver.ts'
 
-/** drizzle/ at the package root, from src/db (tsx) and dist/db (built) alike. */
+/** drizzle/ at the package root, beside src/. */
 export const MIGRATIONS_FOLDER = fileURLToPath(new URL('../../drizzle', import.meta.url))
 
 /** Any constant; every replica takes the same lock so only one applies migrations at a time. */

@@ -18,7 +18,15 @@ export function clientKey (ip: string): string {
 export class FailureLimiter {
   private readonly windows = new Map<string, { count: number, resetAt: number }>()
 
-  constructor (readonly max: number, readonly windowMs: number, private readonly maxKeys = 50_000) {}
+  readonly max: number
+  readonly windowMs: number
+  private readonly maxKeys: number
+
+  constructor (max: number, windowMs: number, maxKeys = 50_000) {
+    this.max = max
+    this.windowMs = windowMs
+    this.maxKeys = maxKeys
+  }
 
   /** Seconds until `key` may try again, or 0 when it is not blocked. */
   retryAfter (key: string, now = Date.now()): number {

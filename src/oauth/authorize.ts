@@ -21,8 +21,13 @@ import { rateLimit } from './http.ts'
 
 /** Shown, never redirected: the client or its redirect URI could not be verified (RFC 6749 §4.1.2.1). */
 class AuthorizePageError extends Error {
-  constructor (readonly title: string, message: string, readonly statusCode = 400) {
+  readonly title: string
+  readonly statusCode: number
+
+  constructor (title: string, message: string, statusCode = 400) {
     super(message)
+    this.title = title
+    this.statusCode = statusCode
   }
 }
 
@@ -259,7 +264,11 @@ export default async function authorizeRoutes (fastify: FastifyInstance, { runti
 }
 
 class OAuthRedirect {
-  constructor (readonly uri: string) {}
+  readonly uri: string
+
+  constructor (uri: string) {
+    this.uri = uri
+  }
 }
 
 function spentError (): AuthorizePageError {

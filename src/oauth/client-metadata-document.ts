@@ -27,8 +27,11 @@ export type ClientMetadataDocumentErrorCode =
 
 /** Why a document could not be used. The message is safe to show: at most 100 characters of a response body. */
 export class ClientMetadataDocumentError extends Error {
-  constructor (readonly code: ClientMetadataDocumentErrorCode, message: string, options?: { cause?: unknown }) {
+  readonly code: ClientMetadataDocumentErrorCode
+
+  constructor (code: ClientMetadataDocumentErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options)
+    this.code = code
     this.name = 'ClientMetadataDocumentError'
   }
 }

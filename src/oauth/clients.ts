@@ -236,7 +236,13 @@ export interface ClientResolverOptions {
  * a bot challenge for some datacenters; client-interop.md §2).
  */
 export class ClientResolver {
-  constructor (private readonly db: Executor, private readonly options: ClientResolverOptions) {}
+  private readonly db: Executor
+  private readonly options: ClientResolverOptions
+
+  constructor (db: Executor, options: ClientResolverOptions) {
+    this.db = db
+    this.options = options
+  }
 
   async find (clientId: string): Promise<OAuthClient | undefined> {
     // No client id is that long or holds a NUL (which PostgreSQL text cannot hold, even in a query).

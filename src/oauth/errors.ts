@@ -10,12 +10,19 @@ export type OAuthErrorCode =
   | 'temporarily_unavailable' | 'unsupported_token_type'
 
 export class OAuthError extends Error {
+  readonly error: OAuthErrorCode
+  readonly description: string
+  readonly statusCode: number
+
   constructor (
-    readonly error: OAuthErrorCode,
-    readonly description: string,
-    readonly statusCode = error === 'invalid_client' ? 401 : error === 'server_error' ? 500 : error === 'temporarily_unavailable' ? 503 : 400
+    error: OAuthErrorCode,
+    description: string,
+    statusCode = error === 'invalid_client' ? 401 : error === 'server_error' ? 500 : error === 'temporarily_unavailable' ? 503 : 400
   ) {
     super(description)
+    this.error = error
+    this.description = description
+    this.statusCode = statusCode
     this.name = 'OAuthError'
   }
 

@@ -29,8 +29,11 @@ export type SsrfBlockReason =
 
 /** The guard refused the request (or cut it short); `reason` names the rule. */
 export class SsrfBlockedError extends Error {
-  constructor (readonly reason: SsrfBlockReason, message: string) {
+  readonly reason: SsrfBlockReason
+
+  constructor (reason: SsrfBlockReason, message: string) {
     super(message)
+    this.reason = reason
     this.name = 'SsrfBlockedError'
   }
 }

@@ -69,12 +69,22 @@ export class Maintenance {
   private timer: NodeJS.Timeout | undefined
   private running: Promise<void> | undefined
 
+  private readonly database: Database
+  private readonly config: Config
+  private readonly log: FastifyBaseLogger
+  private readonly intervalMs: number
+
   constructor (
-    private readonly database: Database,
-    private readonly config: Config,
-    private readonly log: FastifyBaseLogger,
-    private readonly intervalMs = 10 * 60_000
-  ) {}
+    database: Database,
+    config: Config,
+    log: FastifyBaseLogger,
+    intervalMs = 10 * 60_000
+  ) {
+    this.database = database
+    this.config = config
+    this.log = log
+    this.intervalMs = intervalMs
+  }
 
   start (firstRunAfterMs = 60_000): void {
     const schedule = (delay: number): void => {

@@ -10,8 +10,11 @@ export const AUTH_NOTIFY_CHANNEL = 'bus_auth'
 
 /** A request the admin can fix (bad name, unknown principal); the admin API answers 4xx. */
 export class AdminInputError extends Error {
-  constructor (message: string, readonly statusCode: 400 | 404 | 409 = 400) {
+  readonly statusCode: 400 | 404 | 409
+
+  constructor (message: string, statusCode: 400 | 404 | 409 = 400) {
     super(message)
+    this.statusCode = statusCode
     this.name = 'AdminInputError'
   }
 }

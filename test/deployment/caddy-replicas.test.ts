@@ -64,7 +64,7 @@ if (!existsSync(CADDY) || testDatabaseUrl === undefined) {
     t.ok(readFileSync(rootCa, 'utf8').includes('BEGIN CERTIFICATE'), 'clients trust Caddy\'s local root, not an insecure flag')
 
     // 1. The MCP SDK client's own OAuth flow, through Caddy, over HTTPS.
-    const { stdout } = await run(process.execPath, ['--import=tsx', 'test/deployment/oauth-flow-client.ts', `${publicUrl}/mcp`], { cwd: REPO_ROOT, env: childEnv, timeout: 60_000 })
+    const { stdout } = await run(process.execPath, ['test/deployment/oauth-flow-client.ts', `${publicUrl}/mcp`], { cwd: REPO_ROOT, env: childEnv, timeout: 60_000 })
     const flow = JSON.parse(stdout) as { iss: string, accessToken: string, refreshToken: string, clientId: string, whoami: { principal: string, auth: string }, read: { messages: Array<{ body: string }> } }
     t.equal(flow.iss, publicUrl, 'the issuer is PUBLIC_URL, as the client saw it through the proxy')
     t.equal(flow.whoami.principal, 'brain')
@@ -72,7 +72,7 @@ if (!existsSync(CADDY) || testDatabaseUrl === undefined) {
     t.equal(flow.read.messages[0]?.body, 'through the proxy')
 
     // 1b. doctor, run as users run it, passes against the proxied deployment.
-    const doctor = await run(process.execPath, ['--import=tsx', 'src/cli.ts', 'doctor', `${publicUrl}/mcp`, '--json'], { cwd: REPO_ROOT, env: childEnv, timeout: 60_000 })
+    const doctor = await run(process.execPath, ['src/cli.ts', 'doctor', `${publicUrl}/mcp`, '--json'], { cwd: REPO_ROOT, env: childEnv, timeout: 60_000 })
       .then(({ stdout }) => ({ code: 0, stdout }), (err: { code: number, stdout: string }) => ({ code: err.code, stdout: err.stdout }))
     const checks = JSON.parse(doctor.stdout) as Array<{ name: string, status: string }>
     t.same(checks.filter((c) => c.status === 'fail').map((c) => c.name), [], 'doctor finds no problem through Caddy')

@@ -3,7 +3,7 @@
  * A separate process, so it can trust a test CA through NODE_EXTRA_CA_CERTS exactly as a user's
  * client would trust a real one. Expects the server to approve at once (AUTO_APPROVE_PRINCIPAL).
  *
- *   node --import=tsx test/deployment/oauth-flow-client.ts https://localhost:8443/mcp
+ *   node test/deployment/oauth-flow-client.ts https://localhost:8443/mcp
  */
 import { auth } from '@modelcontextprotocol/sdk/client/auth.js'
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'

@@ -12,10 +12,16 @@ export class TestOAuthProvider implements OAuthClientProvider {
   verifier = ''
   authorizationUrl: URL | undefined
 
+  readonly redirectUrl: string
+  readonly metadataOverrides: Partial<OAuthClientMetadata>
+
   constructor (
-    readonly redirectUrl: string = 'http://localhost:53682/callback',
-    readonly metadataOverrides: Partial<OAuthClientMetadata> = {}
-  ) {}
+    redirectUrl: string = 'http://localhost:53682/callback',
+    metadataOverrides: Partial<OAuthClientMetadata> = {}
+  ) {
+    this.redirectUrl = redirectUrl
+    this.metadataOverrides = metadataOverrides
+  }
 
   get clientMetadata (): OAuthClientMetadata {
     return {

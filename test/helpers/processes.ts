@@ -22,7 +22,7 @@ export interface ServerProcess {
 export async function startServerProcess (t: Teardown, env: Record<string, string>): Promise<ServerProcess> {
   const port = await freePort()
   const adminPort = await freePort()
-  const child = spawn(process.execPath, ['--import=tsx', 'src/server.ts'], {
+  const child = spawn(process.execPath, ['src/server.ts'], {
     cwd: REPO_ROOT,
     env: { ...process.env, NODE_OPTIONS: '', PORT: String(port), ADMIN_PORT: String(adminPort), HOST: '127.0.0.1', LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe']

@@ -9,7 +9,11 @@ export class CuttableProxy {
   private readonly sockets = new Set<Socket>()
   port = 0
 
-  constructor (private readonly target: { host: string, port: number }) {}
+  private readonly target: { host: string, port: number }
+
+  constructor (target: { host: string, port: number }) {
+    this.target = target
+  }
 
   /** A proxy in front of the PostgreSQL server of `databaseUrl`, listening; and the URL through it. */
   static async inFrontOf (databaseUrl: string): Promise<{ proxy: CuttableProxy, url: string }> {

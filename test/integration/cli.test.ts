@@ -15,7 +15,7 @@ async function cli (args: string[], env: Record<string, string | undefined> = {}
   const childEnv: Record<string, string | undefined> = { ...process.env, BUS_ADMIN_TOKEN: undefined, BUS_ADMIN_URL: undefined, DATABASE_URL: undefined, DATA_DIR: undefined, ...env }
   for (const key of Object.keys(childEnv)) if (childEnv[key] === undefined) delete childEnv[key]
   return await new Promise((resolve) => {
-    execFile(process.execPath, ['--import=tsx', 'src/cli.ts', ...args], { cwd: ROOT, env: childEnv as NodeJS.ProcessEnv, timeout: 60_000 }, (error, stdout, stderr) => {
+    execFile(process.execPath, ['src/cli.ts', ...args], { cwd: ROOT, env: childEnv as NodeJS.ProcessEnv, timeout: 60_000 }, (error, stdout, stderr) => {
       const code = error === null ? 0 : typeof error.code === 'number' ? error.code : 1
       resolve({ code, stdout, stderr })
     })

@@ -24,10 +24,10 @@ function check (report: DoctorReport, name: string): CheckResult {
   return found
 }
 
-/** `node --import=tsx src/cli.ts doctor …` as a user would run it; exit code and output. */
+/** `node src/cli.ts doctor …` as a user would run it; exit code and output. */
 async function runCli (args: string[], env: Record<string, string> = {}): Promise<{ code: number, stdout: string, stderr: string }> {
   return await new Promise((resolve, reject) => {
-    execFile(process.execPath, ['--import=tsx', 'src/cli.ts', 'doctor', ...args], {
+    execFile(process.execPath, ['src/cli.ts', 'doctor', ...args], {
       cwd: REPO_ROOT, env: { ...process.env, ...env }, timeout: 120_000
     }, (err, stdout, stderr) => {
       if (err !== null && typeof err.code !== 'number') { reject(err); return }

@@ -14,9 +14,9 @@ interface Child { process: ChildProcess, stdout: () => string, stderr: () => str
 const children = new Set<ChildProcess>()
 t.teardown(() => { for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
 
-/** `node --import=tsx src/server.ts` with exactly this environment (plus PATH). */
+/** `node src/server.ts` with exactly this environment (plus PATH). */
 function startServer (env: Record<string, string>): Child {
-  const child = spawn(process.execPath, ['--import=tsx', 'src/server.ts'], {
+  const child = spawn(process.execPath, ['src/server.ts'], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', ...env },
     stdio: ['ignore', 'pipe', 'pipe']
