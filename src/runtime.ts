@@ -5,8 +5,8 @@ import { Bus } from './bus/bus.ts'
 import type { Config } from './config.ts'
 import { openDatabase, type Database } from './db/client.ts'
 import { migrate } from './db/migrate.ts'
-import { createMcpServer, createToolCaller, type ToolCaller } from './mcp/mcp-server.ts'
-import { MultiplexTransport } from './mcp/transport.ts'
+import { SdkEndpoint } from './mcp/sdk-server.ts'
+import { createToolCaller, type ToolCaller } from './mcp/tool-call.ts'
 import { Maintenance } from './operations/maintenance.ts'
 import { Metrics } from './operations/metrics.ts'
 
@@ -21,9 +21,10 @@ export interface Runtime {
   authenticator: Authenticator
   bus: Bus
   audit: AuditLog
-  mcpTransport: MultiplexTransport
-  /** The tools/call handler the SDK server uses, for /mcp's direct path. */
+  /** The tools/call handler: /mcp's direct path and the SDK servers both run it. */
   callTool: ToolCaller
+  /** The SDK v2 side of /mcp (everything but the direct tools/call path). */
+  mcp: SdkEndpoint
   metrics: Metrics
   close: () => Promise<void>
 }
@@ -48,9 +49,8 @@ export async function startRuntime (config: Config, log: FastifyBaseLogger, opti
     const audit = new AuditLog(database, log)
     await authenticator.start()
     await bus.start()
-    const server = createMcpServer({ bus, audit, log })
-    const mcpTransport = new MultiplexTransport()
-    await server.connect(mcpTransport)
+    const callTool = createToolCaller({ bus, audit, log })
+    const mcp = new SdkEndpoint(callTool)
     const metrics = new Metrics({
       waitingLongPolls: () => bus.waiters.size,
       cachedCredentials: () => authenticator.cacheSize,
@@ -67,13 +67,13 @@ export async function startRuntime (config: Config, log: FastifyBaseLogger, opti
       authenticator,
       bus,
       audit,
-      mcpTransport,
-      callTool: createToolCaller({ bus, audit, log }),
+      callTool,
+      mcp,
       metrics,
       async close () {
         await maintenance.stop()
         await bus.stop()
-        await server.close()
+        await mcp.close()
         await authenticator.stop()
         await audit.flush()
         if (options.database === undefined) await database.close()

@@ -103,7 +103,7 @@ t.test('50 clients vanishing mid long-poll leave nothing behind', async (t) => {
     for (const poll of polls) poll.abort()
     await Promise.all(polls.map(async (p) => await p.settled))
     slowest = Math.max(slowest, await until('the waiters to go', () => server.runtime.bus.waiters.size === 0, 2000))
-    t.equal(server.runtime.mcpTransport.inFlight, 0, `batch ${started / BATCH + 1}: no MCP request left in flight`)
+    t.equal(server.runtime.mcp.inFlight, 0, `batch ${started / BATCH + 1}: no MCP request left in flight`)
   }
   t.ok(slowest < 1000, `waiters released within ${slowest} ms of the clients vanishing`)
 

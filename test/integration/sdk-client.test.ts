@@ -131,7 +131,7 @@ t.test('the MCP SDK client over a real port', async (t) => {
     await dave.close()
     await until('the waiter to go', () => server.runtime.bus.waiters.size === 0, 1000)
     t.ok(Date.now() - closedAt < 1000, `released ${Date.now() - closedAt} ms after the client closed`)
-    await until('the transport to forget the request', () => server.runtime.mcpTransport.inFlight === 0, 1000)
+    await until('the transport to forget the request', () => server.runtime.mcp.inFlight === 0, 1000)
     t.type(await polling, Error, 'the client sees its request end')
 
     // The same with a bare HTTP request whose connection is aborted.
@@ -147,7 +147,7 @@ t.test('the MCP SDK client over a real port', async (t) => {
     abort.abort()
     await request
     await until('the waiter to go', () => server.runtime.bus.waiters.size === 0, 1000)
-    await until('the transport to forget the request', () => server.runtime.mcpTransport.inFlight === 0, 1000)
+    await until('the transport to forget the request', () => server.runtime.mcp.inFlight === 0, 1000)
     t.pass('released')
 
     // The server is unaffected: others still read and send.
