@@ -281,6 +281,12 @@ function checkOAuthJson (errors: ReadonlySet<string>): Check {
   }
 }
 
+/** The JSON-RPC id of a generated single request, when it has one. */
+function requestIdOf (request: GeneratedRequest): unknown {
+  const body = parseJson(request.payload?.toString() ?? '') as { id?: unknown } | undefined
+  return body !== null && typeof body === 'object' && !Array.isArray(body) ? body.id : undefined
+}
+
 const checks: Record<Kind, Check> = {
   mcp: (request, response) => {
     if (request.method === 'OPTIONS') return response.statusCode === 204 || response.statusCode === 403 || (hasBody(request) && response.statusCode >= 400) ? undefined : `OPTIONS answered ${response.statusCode}`
@@ -291,7 +297,8 @@ const checks: Record<Kind, Check> = {
     const body = parseJson(response.body)
     if (response.statusCode >= 400) {
       const error = (body as { jsonrpc?: unknown, error?: { code?: unknown, message?: unknown }, id?: unknown } | undefined)
-      if (error?.jsonrpc !== '2.0' || !Number.isInteger(error.error?.code) || typeof error.error?.message !== 'string' || error.id !== null) {
+      // The id is null, or the request's own id (the 2026-07-28 revision echoes it on errors).
+      if (error?.jsonrpc !== '2.0' || !Number.isInteger(error.error?.code) || typeof error.error?.message !== 'string' || (error.id !== null && error.id !== requestIdOf(request))) {
         return 'an HTTP error without a JSON-RPC error object'
       }
       const challenge = headerOf(response.headers, 'www-authenticate')
