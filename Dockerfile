@@ -5,29 +5,19 @@
 # The admin listener (ADMIN_PORT, 8089) stays on the container's loopback; administer with
 #   docker exec <container> bus-mcp principal add NAME
 #
-# Stages: all dependencies (for the TypeScript build), the build, production dependencies alone,
-# and the slim runtime holding only those, dist/ and the migrations in drizzle/.
+# No build step: Node 24 runs the TypeScript in src/ as it is (type stripping). Stages: the
+# production dependencies alone, and the slim runtime holding only those, the launchers in bin/,
+# src/ and the migrations in drizzle/. Type stripping refuses files under node_modules, so the
+# application lives in /app/src, never in a node_modules folder.
 
-ARG NODE_IMAGE=docker.io/library/node:22-bookworm-slim
-
-# ---- all dependencies -------------------------------------------------------------------------
-FROM ${NODE_IMAGE} AS deps
-WORKDIR /app
-COPY package.json package-lock.json ./
-# --ignore-scripts: `prepare` would build before the sources are here; no dependency needs its
-# install script for the build (only esbuild has one, used by dev tools, not by tsc).
-RUN npm ci --ignore-scripts --no-audit --no-fund
-
-# ---- build ------------------------------------------------------------------------------------
-FROM deps AS build
-COPY tsconfig.json tsconfig.build.json ./
-COPY src ./src
-RUN npm run build
+ARG NODE_IMAGE=docker.io/library/node:24-bookworm-slim
 
 # ---- production dependencies only -------------------------------------------------------------
 FROM ${NODE_IMAGE} AS prod-deps
 WORKDIR /app
 COPY package.json package-lock.json ./
+# --ignore-scripts: no production dependency needs its install script; npm's cache stays in this
+# stage, out of the runtime image.
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund
 
 # ---- runtime ----------------------------------------------------------------------------------
@@ -40,7 +30,7 @@ FROM ${NODE_IMAGE} AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends tini \
  && rm -rf /var/lib/apt/lists/* \
- && printf '#!/bin/sh\nexec node /app/dist/cli.js "$@"\n' >/usr/local/bin/bus-mcp \
+ && printf '#!/bin/sh\nexec node /app/bin/bus-mcp.js "$@"\n' >/usr/local/bin/bus-mcp \
  && chmod 0755 /usr/local/bin/bus-mcp \
  && mkdir -p /data \
  && chown node:node /data
@@ -59,11 +49,14 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.PORT||8088)+'/healthz',{signal:AbortSignal.timeout(4000)}).then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
 
 ENTRYPOINT ["/usr/bin/tini", "--"]
-CMD ["node", "dist/server.js"]
+# bin/server.js checks the Node version, then imports src/server.ts.
+CMD ["node", "bin/server.js"]
 
 # The application last, the part that changes most last, so a code change rebuilds one layer.
-# Files stay owned by root: the server cannot rewrite its own code.
-COPY package.json package-lock.json ./
+# Files stay owned by root: the server cannot rewrite its own code. package.json comes along for
+# "type": "module" (src/ and bin/ are ES modules).
 COPY --from=prod-deps /app/node_modules ./node_modules
+COPY package.json ./
 COPY drizzle ./drizzle
-COPY --from=build /app/dist ./dist
+COPY bin ./bin
+COPY src ./src

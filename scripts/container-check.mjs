@@ -8,6 +8,7 @@
 // Plain Node (no dependencies), so it runs before or without `npm ci`.
 import { execFile } from 'node:child_process'
 import { randomBytes, createHash } from 'node:crypto'
+import { readFileSync } from 'node:fs'
 import http from 'node:http'
 import https from 'node:https'
 import { promisify } from 'node:util'
@@ -123,17 +124,29 @@ async function checkImage () {
     return `${Math.round(config.Size / 1e6)} MB`
   })
 
-  await check('image: production dependencies only, dist/ and drizzle/ present', async () => {
+  await check('image: production dependencies only, bin/, src/ and drizzle/ present, no dist/ or dev files', async () => {
+    // No build step: Node runs src/*.ts as it is, so src/ ships and dist/ must not exist. The
+    // application must sit outside any node_modules folder (type stripping refuses those).
     const script = [
       'cd /app || exit 1',
-      'for f in dist/server.js dist/cli.js drizzle/meta/_journal.json node_modules/fastify/package.json; do [ -f "$f" ] || { echo "missing $f"; exit 1; }; done',
+      'for f in package.json bin/server.js bin/bus-mcp.js src/server.ts src/cli.ts drizzle/meta/_journal.json node_modules/fastify/package.json; do [ -f "$f" ] || { echo "missing $f"; exit 1; }; done',
       'ls drizzle/*.sql >/dev/null 2>&1 || { echo "no migrations in drizzle/"; exit 1; }',
-      '[ -x /usr/local/bin/bus-mcp ] || { echo "bus-mcp is not on PATH"; exit 1; }',
-      'for d in typescript tap tsx drizzle-kit fast-check @types/node src test; do [ ! -e node_modules/$d ] && [ ! -e $d ] || { echo "dev file or dependency $d present"; exit 1; }; done',
-      'du -sm node_modules | cut -f1'
+      'grep -q "/app/bin/bus-mcp.js" /usr/local/bin/bus-mcp && [ -x /usr/local/bin/bus-mcp ] || { echo "bus-mcp on PATH does not run /app/bin/bus-mcp.js"; exit 1; }',
+      'for d in typescript tap tsx drizzle-kit fast-check @types/node; do [ ! -e node_modules/$d ] || { echo "dev dependency $d present in node_modules"; exit 1; }; done',
+      'for d in dist test bench docs scripts tsconfig.json tsconfig.build.json; do [ ! -e $d ] || { echo "$d present in /app"; exit 1; }; done',
+      'echo "node $(node --version), node_modules $(du -sm node_modules | cut -f1) MB"'
     ].join('\n')
-    const mb = await podman('exec', BUS, 'sh', '-c', script)
-    return `node_modules ${mb.trim()} MB`
+    const note = (await podman('exec', BUS, 'sh', '-c', script)).trim()
+    // Every package the repo's lockfile marks dev-only (needed by devDependencies alone) is absent,
+    // whatever package.json lists today; a package also needed in production is not marked.
+    const lock = JSON.parse(readFileSync(new URL('../package-lock.json', import.meta.url), 'utf8'))
+    const devOnly = Object.entries(lock.packages ?? {}).filter(([path, p]) => path && p.dev === true).map(([path]) => path)
+    assert(devOnly.length > 0, 'package-lock.json marks no package dev-only: cannot check')
+    const present = JSON.parse(await podman('exec', BUS, 'node', '-e',
+      'const fs = require("fs"); console.log(JSON.stringify(JSON.parse(process.argv[1]).filter((p) => fs.existsSync("/app/" + p))))',
+      JSON.stringify(devOnly)))
+    assert(present.length === 0, `dev-only packages in the image: ${present.slice(0, 10).join(', ')}${present.length > 10 ? ', …' : ''}`)
+    return `${note}, none of the lockfile's ${devOnly.length} dev-only packages`
   })
 
   await check('container: tini is PID 1 and Node its child, every process runs as uid 1000 (non-root)', async () => {
@@ -150,8 +163,8 @@ async function checkImage () {
     const procs = JSON.parse(out)
     const pid1 = procs.find((p) => p.pid === 1)
     assert(pid1 && /tini/.test(pid1.cmd), `PID 1 is ${pid1?.cmd}`)
-    const server = procs.find((p) => p.ppid === 1 && /dist\/server\.js/.test(p.cmd))
-    assert(server, `no "node dist/server.js" child of PID 1: ${JSON.stringify(procs)}`)
+    const server = procs.find((p) => p.ppid === 1 && /^node bin\/server\.js$/.test(p.cmd))
+    assert(server, `no "node bin/server.js" child of PID 1: ${JSON.stringify(procs)}`)
     const root = procs.filter((p) => p.uid === 0)
     assert(root.length === 0, `running as root: ${root.map((p) => p.cmd).join(', ')}`)
     return `PID 1 "${pid1.cmd}", server "${server.cmd}", uid ${server.uid}`
