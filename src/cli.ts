@@ -2,6 +2,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander'
 import { ConfigError, loadConfig } from './config.ts'
 import { formatReport, runDoctor } from './doctor/run.ts'
+import { VERSION } from './version.ts'
 
 /**
  * `bus-mcp`: the admin CLI. Every command but `migrate` talks to the running server's admin API
@@ -16,6 +17,7 @@ interface GlobalOptions { adminUrl: string, json: boolean }
 const program = new Command()
   .name('bus-mcp')
   .description('Administer a Bus MCP Server through its admin API')
+  .version(VERSION, '--version', 'print the version')
   .addOption(new Option('--admin-url <url>', 'admin API address').env('BUS_ADMIN_URL').default('http://127.0.0.1:8089'))
   .option('--json', 'print one JSON value (for scripts)', false)
   .showHelpAfterError()

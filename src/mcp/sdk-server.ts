@@ -3,10 +3,11 @@ import {
   type AuthInfo, type McpHttpHandler, type Tool
 } from '@modelcontextprotocol/server'
 import type { AuthContext } from '../auth/types.ts'
+import { VERSION } from '../version.ts'
 import { rpcError, toolListing, type ToolCaller } from './tool-call.ts'
 import { TOOLS } from './tools.ts'
 
-export const SERVER_INFO = { name: 'bus-mcp-server', title: 'Bus MCP Server', version: '0.1.0' }
+export const SERVER_INFO = { name: 'bus-mcp-server', title: 'Bus MCP Server', version: VERSION }
 
 /** The 2026-07-28 revision (per-request envelope), served beside the 2025 ones. */
 export const MODERN_PROTOCOL_VERSION = '2026-07-28'

@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import t, { type Test } from 'tap'
 import { createPostgresDatabase, testDatabaseUrl } from '../helpers/database.ts'
@@ -10,12 +11,12 @@ const ADMIN_TOKEN = 'test-admin-token-0123456789abcdef'
 
 interface Run { code: number, stdout: string, stderr: string }
 
-/** Runs the CLI as its own process, as a user would (`bus-mcp …` is `node dist/cli.js …`). */
+/** Runs the CLI as its own process, as a user would (`bus-mcp …` is `node bin/bus-mcp.js …`, which runs src/cli.ts). */
 async function cli (args: string[], env: Record<string, string | undefined> = {}): Promise<Run> {
   const childEnv: Record<string, string | undefined> = { ...process.env, BUS_ADMIN_TOKEN: undefined, BUS_ADMIN_URL: undefined, DATABASE_URL: undefined, DATA_DIR: undefined, ...env }
   for (const key of Object.keys(childEnv)) if (childEnv[key] === undefined) delete childEnv[key]
   return await new Promise((resolve) => {
-    execFile(process.execPath, ['src/cli.ts', ...args], { cwd: ROOT, env: childEnv as NodeJS.ProcessEnv, timeout: 60_000 }, (error, stdout, stderr) => {
+    execFile(process.execPath, ['bin/bus-mcp.js', ...args], { cwd: ROOT, env: childEnv as NodeJS.ProcessEnv, timeout: 60_000 }, (error, stdout, stderr) => {
       const code = error === null ? 0 : typeof error.code === 'number' ? error.code : 1
       resolve({ code, stdout, stderr })
     })
@@ -180,4 +181,11 @@ t.test('migrate on a fresh PostgreSQL database', { skip: testDatabaseUrl === und
   const bad = await cli(['migrate'], { DATABASE_URL: 'mysql://nope' })
   t.equal(bad.code, 1)
   t.match(bad.stderr, /^bus-mcp: configuration error: DATABASE_URL: /)
+})
+
+t.test('bus-mcp --version prints the package version', async (t) => {
+  const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
+  const run = await cli(['--version'])
+  t.equal(run.code, 0)
+  t.equal(run.stdout, `${version}\n`)
 })
