@@ -42,7 +42,7 @@ export async function runProfile (options: ProfileOptions): Promise<void> {
     for (const file of files) {
       const path = join(dir, name, file)
       const report = summariseProfile(JSON.parse(readFileSync(path, 'utf8')) as CpuProfile, window)
-      // Idle servers (and tsx's module-loader thread) did no work while the load ran.
+      // Idle servers did no work while the load ran.
       if (report.busyMs < 500) continue
       console.log(`\n### ${name}: ${(report.busyMs / 1000).toFixed(1)} s busy of the ${(report.totalMs / 1000).toFixed(1)} s measured (${path})\n`)
       console.log('| self ms | self % of busy | function | where |')

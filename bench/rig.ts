@@ -19,8 +19,9 @@ async function startReference (name: string, script: string, token: string, node
 }
 
 /**
- * Everything a default run measures, each in its own process: the two reference servers, and
- * two replicas of ours sharing a fresh PostgreSQL database (dropped by the caller at the end).
+ * Everything a default run measures, each in its own process: the three reference servers
+ * (ceiling, SDK v1 anchor, SDK v2 anchor), and two replicas of ours sharing a fresh PostgreSQL
+ * database (dropped by the caller at the end).
  */
 export async function startRig (options: RigOptions): Promise<Rig> {
   const args = options.nodeArgs ?? (() => [])
@@ -29,12 +30,13 @@ export async function startRig (options: RigOptions): Promise<Rig> {
   const referenceToken = randomBytes(32).toString('base64url')
   // Replica A migrates the new database; B starts once it has.
   const replicaA = await startOurServer('replica-a', database.url, args('replica-a'))
-  const [replicaB, ceiling, anchor] = await Promise.all([
+  const [replicaB, ceiling, anchorV1, anchorV2] = await Promise.all([
     startOurServer('replica-b', database.url, args('replica-b')),
     startReference('ceiling', 'bench/servers/ceiling.ts', referenceToken, args('ceiling')),
-    startReference('anchor', 'bench/servers/anchor.ts', referenceToken, args('anchor'))
+    startReference('anchor-v1', 'bench/servers/anchor.ts', referenceToken, args('anchor-v1')),
+    startReference('anchor-v2', 'bench/servers/anchor-v2.ts', referenceToken, args('anchor-v2'))
   ])
-  options.log(`servers  replica-a pid ${replicaA.pid}, replica-b pid ${replicaB.pid}, ceiling pid ${ceiling.pid}, anchor pid ${anchor.pid}`)
+  options.log(`servers  replica-a pid ${replicaA.pid}, replica-b pid ${replicaB.pid}, ceiling pid ${ceiling.pid}, anchor-v1 pid ${anchorV1.pid}, anchor-v2 pid ${anchorV2.pid}`)
   const apiToken = await apiTokenFor(replicaA, 'bench')
-  return { connections: options.connections, referenceToken, ceiling, anchor, replicaA, replicaB, apiToken }
+  return { connections: options.connections, referenceToken, ceiling, anchorV1, anchorV2, replicaA, replicaB, apiToken }
 }

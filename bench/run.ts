@@ -1,6 +1,9 @@
 /**
- * `npm run bench`: throughput and latency of this server against two references, measured side
- * by side in one run (interleaved rounds), with pass/fail against the targets of DESIGN.md.
+ * `npm run bench`: throughput and latency of this server against three references (a bare
+ * Fastify ceiling, the MCP SDK v1 and v2 stateless patterns), in both protocol eras (2025
+ * "legacy", 2026-07-28 "modern"), measured side by side in one run (interleaved rounds), with
+ * pass/fail against the targets in bench/targets.ts. Every server runs its TypeScript sources
+ * directly (`node file.ts`, Node's type stripping), as production runs `node src/server.ts`.
  *
  *   npm run bench                          default run (a few minutes)
  *   npm run bench -- --soak [--requests N] RSS of our server before/after N requests (1,000,000)
@@ -11,11 +14,11 @@
  * --only key,key (a subset of targets). BENCH_DATABASE_URL picks the PostgreSQL server.
  */
 import { parseArgs } from 'node:util'
-import { compiledRoot, removeBuild, RUNNER } from './lib/build.ts'
 import { dropAllBenchDatabases } from './lib/database.ts'
 import { stopAll } from './lib/processes.ts'
-import { machineInfo, renderTable } from './lib/report.ts'
-import { runRounds } from './lib/rounds.ts'
+import { machineInfo, ratesOf, renderChecks, renderTable, type Comparison } from './lib/report.ts'
+import { runRounds, type Outcome } from './lib/rounds.ts'
+import { ERA_LABEL, ERAS, type Era } from './lib/rpc.ts'
 import { runLarge } from './large.ts'
 import { runProfile } from './profile.ts'
 import { startRig } from './rig.ts'
@@ -53,12 +56,46 @@ const options = {
   only: values.only?.split(',').map((k) => k.trim()).filter(Boolean)
 }
 
+/** The ratio columns of each era's table: to that era's ceiling and anchors (v1: legacy only). */
+const COMPARE: Record<Era, Comparison[]> = {
+  legacy: [
+    { key: 'ceiling', label: 'ceiling' },
+    { key: 'anchor-v2', label: 'SDK v2 anchor' },
+    { key: 'anchor-v1', label: 'SDK v1 anchor' }
+  ],
+  modern: [
+    { key: 'ceiling-modern', label: 'ceiling' },
+    { key: 'anchor-v2-modern', label: 'SDK v2 anchor' },
+    { key: 'anchor-v1', label: 'SDK v1 anchor (legacy figure)' }
+  ]
+}
+
+/** One table per era, then the whoami targets at a glance. */
+function printResults (outcomes: Outcome[]): void {
+  const rates = ratesOf(outcomes)
+  for (const era of ERAS) {
+    const rows = outcomes.filter((o) => (o.target.era ?? 'legacy') === era)
+    if (rows.length === 0) continue
+    console.log('')
+    console.log(`${ERA_LABEL[era]}${era === 'modern' ? ', the v1 SDK has no modern era: its column is its legacy figure' : ''}`)
+    console.log('')
+    console.log(renderTable(rows, COMPARE[era], rates))
+  }
+  const ours = ['whoami-oauth', 'whoami-api', 'whoami-oauth-modern', 'whoami-api-modern'].filter((k) => rates.has(k))
+  if (ours.length > 0) {
+    console.log('')
+    console.log('targets (bench/targets.ts WHOAMI_TARGETS), ours on PostgreSQL:')
+    console.log('')
+    console.log(renderChecks(outcomes, ours))
+  }
+  console.log('')
+}
+
 let cleaning: Promise<void> | undefined
 async function cleanup (): Promise<void> {
   cleaning ??= (async () => {
     await stopAll()
     await dropAllBenchDatabases()
-    removeBuild()
   })()
   await cleaning
 }
@@ -74,13 +111,7 @@ for (const line of machineInfo()) console.log(line)
 
 let failed = false
 try {
-  if (RUNNER === 'compiled') {
-    const t0 = performance.now()
-    await compiledRoot()
-    console.log(`servers: compiled with tsc (like dist/server.js) in ${((performance.now() - t0) / 1000).toFixed(0)} s; BENCH_RUNNER=tsx runs the sources instead`)
-  } else {
-    console.log('servers: TypeScript sources through tsx (BENCH_RUNNER=tsx)')
-  }
+  console.log('servers: TypeScript sources run by node itself (type stripping), as production runs `node src/server.ts`')
   if (values.soak) {
     failed = !(await runSoak({ requests: number('requests'), connections: options.connections, log }))
   } else if (values.large) {
@@ -92,9 +123,7 @@ try {
     const targets = options.only === undefined ? TARGETS : TARGETS.filter((t) => options.only?.includes(t.key) === true)
     const rig = await startRig({ connections: options.connections, log })
     const outcomes = await runRounds(targets, rig, { ...options, log })
-    console.log('')
-    console.log(renderTable(outcomes, ['ceiling', 'anchor']))
-    console.log('')
+    printResults(outcomes)
     failed = outcomes.some((o) => o.verdict === 'FAIL')
     const pending = outcomes.filter((o) => o.verdict === 'pending').map((o) => o.target.key)
     console.log(`result: ${failed ? 'FAIL' : 'PASS'}${pending.length > 0 ? ` (pending: ${pending.join(', ')})` : ''}`)
@@ -107,3 +136,4 @@ try {
 }
 console.log(`elapsed: ${((performance.now() - started) / 1000).toFixed(0)} s`)
 process.exit(failed ? 1 : 0)
+

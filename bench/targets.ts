@@ -1,24 +1,33 @@
 import { httpMeasure, type Measure } from './lib/load.ts'
 import { seedChannel, type OurServer } from './lib/ours.ts'
 import type { ServerProcess } from './lib/processes.ts'
-import { callTool, rpcHeaders, toolCallBody } from './lib/rpc.ts'
+import { callTool, rpcHeaders, toolCallBody, type Era } from './lib/rpc.ts'
 import { wakeMeasure } from './wake.ts'
 
 /** A pass/fail rule, evaluated on the summaries of one run. */
 export type Check =
-  /** req/s at least `min` times that of target `of`, measured in the same run. */
-  | { kind: 'ratio', of: string, min: number }
+  /**
+   * req/s at least `min` times that of target `of`, measured in the same run. Fails when `of`
+   * was not measured or had errors (a ratio to error replies means nothing). `note` is printed
+   * after the reference's key (e.g. that it is another era's figure).
+   */
+  | { kind: 'ratio', of: string, min: number, note?: string }
   /** p99 latency at most `maxMs` over every round of the run. */
   | { kind: 'p99', maxMs: number }
 
 /**
  * One row of the benchmark table. Every target must also finish without errors or non-2xx
- * replies. Adding one: give it a key, a label, its checks and a `setup` that prepares what it
- * needs (tokens, data) on the rig and returns how to measure one round.
+ * replies. Adding one: give it a key, a label, its era, its checks and a `setup` that prepares
+ * what it needs (tokens, data) on the rig, checks one real answer and returns how to measure
+ * one round. A `setup` that throws fails its row (the reason is printed), not the whole run.
  */
 export interface Target<R = Rig> {
   key: string
   label: string
+  /** The protocol era of its requests: each era gets its own table. Default legacy. */
+  era?: Era
+  /** Short name used in ratio column headings ("x <short>"); default the key. */
+  short?: string
   /** Not measurable yet: the reason is printed in the table instead of figures. */
   pending?: string
   /** One probe at a time: a latency, not a throughput (req/s is not shown). */
@@ -30,10 +39,13 @@ export interface Target<R = Rig> {
 /** The processes of a default run, shared by all targets. */
 export interface Rig {
   connections: number
-  /** Bearer token of the two reference servers (held in their memory). */
+  /** Bearer token of the three reference servers (held in their memory). */
   referenceToken: string
   ceiling: ServerProcess
-  anchor: ServerProcess
+  /** MCP SDK v1, stateless Streamable HTTP on Express (legacy era only). */
+  anchorV1: ServerProcess
+  /** MCP SDK v2, createMcpHandler with a per-request factory on Fastify (both eras). */
+  anchorV2: ServerProcess
   /** Two replicas of our server on one PostgreSQL database. */
   replicaA: OurServer
   replicaB: OurServer
@@ -41,14 +53,22 @@ export interface Rig {
   apiToken: string
 }
 
-/** whoami, the same request for every server: the cheapest authenticated tool call. */
-async function whoamiMeasure (rig: Rig, server: ServerProcess, token: string, expectAuth: string): Promise<Measure> {
+/**
+ * The whoami targets of the issue, per era: ours with an OAuth access token (and with an API
+ * token) on PostgreSQL at least `ceiling` x the bare-Fastify ceiling, `anchorV2` x the SDK v2
+ * anchor and `anchorV1` x the SDK v1 anchor, with p99 at most `p99Ms` at the default 32
+ * connections.
+ */
+export const WHOAMI_TARGETS = { ceiling: 0.5, anchorV2: 4, anchorV1: 5, p99Ms: 25 }
+
+/** whoami, the same request for every server of an era: the cheapest authenticated tool call. */
+async function whoamiMeasure (rig: Rig, server: ServerProcess, token: string, expectAuth: string, era: Era): Promise<Measure> {
   const url = `${server.url}/mcp`
-  const check = await callTool(url, token, 'whoami')
+  const check = await callTool(url, token, 'whoami', {}, undefined, era)
   if (check.isError || check.data.principal !== 'bench' || check.data.auth !== expectAuth) {
-    throw new Error(`whoami on ${url} did not answer as expected: ${JSON.stringify(check)}`)
+    throw new Error(`whoami (${era} era) on ${server.name} did not answer as expected: ${typeof check.data === 'string' ? check.data : JSON.stringify(check.data)}`)
   }
-  return httpMeasure({ url, servers: [server], connections: rig.connections, headers: rpcHeaders(token), body: toolCallBody('whoami') })
+  return httpMeasure({ url, era, servers: [server], connections: rig.connections, headers: rpcHeaders(token, era, 'whoami'), body: toolCallBody('whoami', {}, 1, era) })
 }
 
 const MIX_BODY = 'deploy finished: build 4711 is live on staging; smoke tests passed, 0 errors, rollout continues at 14:00 UTC.'
@@ -120,37 +140,81 @@ async function oauthAccessToken (server: OurServer): Promise<string> {
   return tokens.access_token
 }
 
-const WHOAMI_CHECKS: Check[] = [
-  { kind: 'ratio', of: 'anchor', min: 5 },
-  { kind: 'ratio', of: 'ceiling', min: 0.4 },
-  { kind: 'p99', maxMs: 25 }
-]
+/** An OAuth access token, obtained once per rig (both eras' rows use the same one). */
+const oauthTokens = new WeakMap<Rig, Promise<string>>()
+function oauthTokenOf (rig: Rig): Promise<string> {
+  let token = oauthTokens.get(rig)
+  if (token === undefined) {
+    token = oauthAccessToken(rig.replicaA)
+    oauthTokens.set(rig, token)
+  }
+  return token
+}
 
+function whoamiChecks (era: Era): Check[] {
+  const modern = era === 'modern'
+  return [
+    { kind: 'ratio', of: modern ? 'ceiling-modern' : 'ceiling', min: WHOAMI_TARGETS.ceiling },
+    { kind: 'ratio', of: modern ? 'anchor-v2-modern' : 'anchor-v2', min: WHOAMI_TARGETS.anchorV2 },
+    // The v1 SDK serves the 2025 revisions only: the modern row is held against its legacy figure.
+    { kind: 'ratio', of: 'anchor-v1', min: WHOAMI_TARGETS.anchorV1, ...(modern ? { note: 'legacy-era figure' } : {}) },
+    { kind: 'p99', maxMs: WHOAMI_TARGETS.p99Ms }
+  ]
+}
+
+/** The five whoami rows of one era (four in the modern era: the v1 SDK has no modern era). */
+function whoamiTargets (era: Era): Array<Target<Rig>> {
+  const suffix = era === 'modern' ? '-modern' : ''
+  const rows: Array<Target<Rig>> = [
+    {
+      key: `ceiling${suffix}`,
+      label: 'ceiling: bare Fastify route, canned whoami',
+      short: 'ceiling',
+      era,
+      checks: [],
+      setup: async (rig) => await whoamiMeasure(rig, rig.ceiling, rig.referenceToken, 'api_token', era)
+    },
+    {
+      key: 'anchor-v1',
+      label: 'anchor v1: SDK v1 stateless Express, whoami',
+      short: 'SDK v1 anchor',
+      era,
+      checks: [],
+      setup: async (rig) => await whoamiMeasure(rig, rig.anchorV1, rig.referenceToken, 'api_token', era)
+    },
+    {
+      key: `anchor-v2${suffix}`,
+      label: 'anchor v2: SDK v2 createMcpHandler per-request factory on Fastify, whoami',
+      short: 'SDK v2 anchor',
+      era,
+      checks: [],
+      setup: async (rig) => await whoamiMeasure(rig, rig.anchorV2, rig.referenceToken, 'api_token', era)
+    },
+    {
+      key: `whoami-api${suffix}`,
+      label: 'ours: whoami, API token',
+      era,
+      checks: whoamiChecks(era),
+      setup: async (rig) => await whoamiMeasure(rig, rig.replicaA, rig.apiToken, 'api_token', era)
+    },
+    {
+      key: `whoami-oauth${suffix}`,
+      label: 'ours: whoami, OAuth access token',
+      era,
+      checks: whoamiChecks(era),
+      setup: async (rig) => await whoamiMeasure(rig, rig.replicaA, await oauthTokenOf(rig), 'oauth', era)
+    }
+  ]
+  return era === 'modern' ? rows.filter((t) => t.key !== 'anchor-v1') : rows
+}
+
+/**
+ * Every row of a default run, in the order of a round (the next round runs them backwards):
+ * whoami in both eras against the references, then the bus traffic rows (legacy era).
+ */
 export const TARGETS: Array<Target<Rig>> = [
-  {
-    key: 'ceiling',
-    label: 'ceiling: bare Fastify route, canned whoami',
-    checks: [],
-    setup: async (rig) => await whoamiMeasure(rig, rig.ceiling, rig.referenceToken, 'api_token')
-  },
-  {
-    key: 'anchor',
-    label: 'anchor: SDK stateless Express, whoami',
-    checks: [],
-    setup: async (rig) => await whoamiMeasure(rig, rig.anchor, rig.referenceToken, 'api_token')
-  },
-  {
-    key: 'whoami-api',
-    label: 'ours: whoami, API token',
-    checks: WHOAMI_CHECKS,
-    setup: async (rig) => await whoamiMeasure(rig, rig.replicaA, rig.apiToken, 'api_token')
-  },
-  {
-    key: 'whoami-oauth',
-    label: 'ours: whoami, OAuth access token',
-    checks: WHOAMI_CHECKS,
-    setup: async (rig) => await whoamiMeasure(rig, rig.replicaA, await oauthAccessToken(rig.replicaA), 'oauth')
-  },
+  ...whoamiTargets('legacy'),
+  ...whoamiTargets('modern'),
   {
     key: 'mix',
     label: 'ours: bus_send + bus_read, 8 channels',

@@ -1,5 +1,5 @@
 import autocannon, { type RequestSpec } from 'autocannon'
-import { isSuccessfulToolReply } from './rpc.ts'
+import { isSuccessfulToolReply, type Era } from './rpc.ts'
 
 /** What one measurement (one target, one round) produced. */
 export interface RoundResult {
@@ -23,6 +23,8 @@ export interface HttpLoad {
   url: string
   connections: number
   headers: Record<string, string>
+  /** Which protocol era the requests are in (what counts as a successful reply). Default legacy. */
+  era?: Era
   /** One request repeated... */
   body?: string
   /** ...or a sequence each connection cycles through (autocannon `requests`). */
@@ -35,8 +37,9 @@ export interface HttpLoad {
 }
 
 /**
- * Runs autocannon against one target. A body that is not a JSON-RPC result, or is a tool error,
- * counts as an error (a benchmark of error replies would be meaningless).
+ * Runs autocannon against one target. A non-2xx reply, and a body that is not a JSON-RPC result
+ * (a JSON-RPC error), is a tool error, or in the modern era lacks `resultType: "complete"`,
+ * counts as an error: a benchmark of error replies would be meaningless.
  */
 export async function runHttpLoad (load: HttpLoad, seconds: number): Promise<RoundResult> {
   const latencies: number[] = []
@@ -52,7 +55,7 @@ export async function runHttpLoad (load: HttpLoad, seconds: number): Promise<Rou
     headers: load.headers,
     ...(load.body !== undefined ? { body: load.body } : {}),
     ...(load.requests !== undefined ? { requests: load.requests } : {}),
-    verifyBody: isSuccessfulToolReply
+    verifyBody: (body: string) => isSuccessfulToolReply(body, load.era)
   })
   instance.on('response', (_client: unknown, _status: number, _bytes: number, responseTime: number) => {
     latencies.push(responseTime)

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 
-import { scriptArgs } from './build.ts'
+import { join } from 'node:path'
 import { ROOT } from './paths.ts'
 
 /** A server under test, in its own process so the load generator never shares its event loop. */
@@ -22,7 +22,10 @@ export interface ServerProcess {
 
 export interface SpawnOptions {
   name: string
-  /** Script path relative to the repository root (src/server.ts), compiled or through tsx (see build.ts). */
+  /**
+   * Script path relative to the repository root (src/server.ts). It runs as it is, by Node's
+   * type stripping, as production runs `node src/server.ts`: no compile step, no loader.
+   */
   script: string
   port: number
   env?: Record<string, string>
@@ -43,7 +46,7 @@ export async function freePort (): Promise<number> {
 }
 
 export async function spawnServer (options: SpawnOptions): Promise<ServerProcess> {
-  const child: ChildProcess = spawn(process.execPath, [...(options.nodeArgs ?? []), ...await scriptArgs(options.script)], {
+  const child: ChildProcess = spawn(process.execPath, [...(options.nodeArgs ?? []), join(ROOT, options.script)], {
     cwd: ROOT,
     env: { ...process.env, ...options.env, PORT: String(options.port) },
     stdio: ['ignore', 'pipe', 'pipe']

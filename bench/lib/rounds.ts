@@ -23,14 +23,23 @@ export interface Outcome {
 /**
  * Sets up every target, warms each up once, then measures them in interleaved rounds whose
  * order alternates (A B C, C B A, A B C...), so a slow spell on the shared machine lands on
- * all targets instead of one. Rounds merge into one summary per target.
+ * all targets instead of one. Rounds merge into one summary per target. A target whose setup
+ * throws (its server answered the check call with an error) is not measured and fails with
+ * the reason; the other targets run on.
  */
 export async function runRounds<R> (targets: Array<Target<R>>, rig: R, options: RoundOptions): Promise<Outcome[]> {
   const active: Array<{ target: Target<R>, measure: Measure, rounds: RoundResult[] }> = []
+  const setupFailures = new Map<string, string>()
   for (const target of targets) {
     if (target.pending !== undefined || target.setup === undefined) continue
     options.log(`setup    ${target.key}`)
-    active.push({ target, measure: await target.setup(rig), rounds: [] })
+    try {
+      active.push({ target, measure: await target.setup(rig), rounds: [] })
+    } catch (err) {
+      const reason = (err instanceof Error ? err.message : String(err)).replace(/\s+/g, ' ').slice(0, 400)
+      setupFailures.set(target.key, reason)
+      options.log(`setup    ${target.key} FAILED: ${reason}`)
+    }
   }
   if (options.warmupSeconds > 0) {
     for (const entry of active) {
@@ -52,11 +61,13 @@ export async function runRounds<R> (targets: Array<Target<R>>, rig: R, options: 
   }
   if (options.window !== undefined) options.window.endUs = nowUs()
   const summaries = new Map(active.map((e) => [e.target.key, summarize(e.rounds)]))
-  return targets.map((target) => evaluate(target, summaries))
+  return targets.map((target) => evaluate(target, summaries, setupFailures))
 }
 
-function evaluate (target: Target<any>, summaries: Map<string, Summary>): Outcome {
+function evaluate (target: Target<any>, summaries: Map<string, Summary>, setupFailures: Map<string, string>): Outcome {
   if (target.pending !== undefined) return { target, verdict: 'pending', reasons: [target.pending] }
+  const failedSetup = setupFailures.get(target.key)
+  if (failedSetup !== undefined) return { target, verdict: 'FAIL', reasons: [`not measured, setup failed: ${failedSetup}`] }
   const summary = summaries.get(target.key)
   if (summary === undefined) return { target, verdict: 'pending', reasons: ['not measured'] }
   const reasons: string[] = []
@@ -82,9 +93,11 @@ function applyCheck (check: Check, summary: Summary, summaries: Map<string, Summ
     const ok = summary.p99 <= check.maxMs
     return { ok, text: `p99 ${summary.p99.toFixed(1)} ms ${ok ? '<=' : '>'} ${check.maxMs} ms` }
   }
+  const of = check.note === undefined ? check.of : `${check.of} (${check.note})`
   const other = summaries.get(check.of)
-  if (other === undefined || other.rate === 0) return { ok: false, text: `${check.of} not measured` }
+  if (other === undefined || other.rate === 0) return { ok: false, text: `${of} not measured` }
+  if (other.errors > 0 || other.non2xx > 0) return { ok: false, text: `${of} had errors, no ratio` }
   const ratio = summary.rate / other.rate
   const ok = ratio >= check.min
-  return { ok, text: `${ratio.toFixed(2)}x ${check.of} ${ok ? '>=' : '<'} ${check.min}x` }
+  return { ok, text: `${ratio.toFixed(2)}x ${of} ${ok ? '>=' : '<'} ${check.min}x` }
 }

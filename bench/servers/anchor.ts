@@ -1,11 +1,13 @@
 /**
- * Anchor: the MCP SDK's stateless Streamable HTTP pattern as its documentation and examples
+ * Anchor v1: the MCP SDK v1's (`@modelcontextprotocol/sdk`) stateless Streamable HTTP pattern as its documentation and examples
  * show it (examples/server/simpleStatelessStreamableHttp + the resource-server auth of
  * simpleStreamableHttp): `createMcpExpressApp`, the auth metadata router, `requireBearerAuth`
  * with an in-memory token verifier, and a new `McpServer` + `StreamableHTTPServerTransport`
- * (sessionIdGenerator: undefined, default SSE replies) per request, serving the same `whoami`.
+ * (sessionIdGenerator: undefined, default SSE replies) per request, serving the same tools as
+ * the v2 anchor: `whoami` and a stub `bus_send`. The v1 SDK speaks the 2025 revisions only (its
+ * README: protocol up to 2025-11-25), so it is measured in the legacy era only.
  *
- *   PORT=... BENCH_TOKEN=... node --import=tsx bench/servers/anchor.ts
+ *   PORT=... BENCH_TOKEN=... node bench/servers/anchor.ts
  */
 import { requireBearerAuth } from '@modelcontextprotocol/sdk/server/auth/middleware/bearerAuth.js'
 import type { OAuthTokenVerifier } from '@modelcontextprotocol/sdk/server/auth/provider.js'
@@ -14,6 +16,7 @@ import { InvalidTokenError } from '@modelcontextprotocol/sdk/server/auth/errors.
 import { createMcpExpressApp } from '@modelcontextprotocol/sdk/server/express.js'
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js'
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js'
+import { z } from 'zod'
 
 const port = Number(process.env.PORT ?? 0)
 const mcpServerUrl = new URL(`http://localhost:${port}/mcp`)
@@ -26,6 +29,8 @@ const verifier: OAuthTokenVerifier = {
     return { token, clientId: 'bench', scopes: entry.scopes, expiresAt: Math.floor(Date.now() / 1000) + 3600, extra: { principal: entry.principal } }
   }
 }
+
+let nextId = 0
 
 function getServer (): McpServer {
   const server = new McpServer({ name: 'bench-anchor', version: '1.0.0' })
@@ -41,6 +46,14 @@ function getServer (): McpServer {
       token_expires_at: null
     }
     return { content: [{ type: 'text', text: JSON.stringify(whoami) }], structuredContent: whoami }
+  })
+  server.registerTool('bus_send', {
+    title: 'Send a message',
+    description: 'Posts a message to a channel. Returns the message id (a stub: nothing is stored).',
+    inputSchema: z.object({ channel: z.string().min(1).max(64), body: z.string().min(1).max(65536) })
+  }, async () => {
+    const sent = { id: ++nextId }
+    return { content: [{ type: 'text', text: JSON.stringify(sent) }], structuredContent: sent }
   })
   return server
 }
