@@ -15,19 +15,15 @@ import { BUS_TOOLS } from './support.ts'
  *   deprecated v1 line on the SDK v1 client): bearer tokens through `--header`, no OAuth of its own;
  * - `@modelcontextprotocol/inspector` 2.12 (`mcp-inspector --cli`, on the SDK v2 client; Node >=
  *   22.19): `--header`, its own OAuth flow (registration, a loopback callback listener, PKCE), and
- *   `--protocol-era` to negotiate 2026-07-28. Found in node_modules, or where MCP_INSPECTOR_DIR
- *   points (a scratch `npm install @modelcontextprotocol/inspector@2.12.0`).
+ *   `--protocol-era` to negotiate 2026-07-28. A devDependency (MCP_INSPECTOR_DIR may point at
+ *   another copy).
  */
 
 const require = createRequire(import.meta.url)
 const INSPECTOR_V1_DIR = dirname(require.resolve('@modelcontextprotocol/inspector-cli/package.json'))
-const INSPECTOR_V2_DIR = process.env.MCP_INSPECTOR_DIR ?? (() => {
-  try { return dirname(require.resolve('@modelcontextprotocol/inspector/package.json')) } catch { return undefined }
-})()
-const INSPECTOR_V2_LAUNCHER = INSPECTOR_V2_DIR === undefined ? undefined : join(INSPECTOR_V2_DIR, 'clients', 'launcher', 'build', 'index.js')
-const INSPECTOR_V2_MISSING = INSPECTOR_V2_LAUNCHER === undefined || !existsSync(INSPECTOR_V2_LAUNCHER)
-  ? '@modelcontextprotocol/inspector 2.12 is not installed (npm install -D @modelcontextprotocol/inspector@2.12.0, or set MCP_INSPECTOR_DIR)'
-  : false
+// A devDependency: when it is missing, the test fails (a skip would read as a pass).
+const INSPECTOR_V2_DIR = process.env.MCP_INSPECTOR_DIR ?? dirname(require.resolve('@modelcontextprotocol/inspector/package.json'))
+const INSPECTOR_V2_LAUNCHER = join(INSPECTOR_V2_DIR, 'clients', 'launcher', 'build', 'index.js')
 
 interface Run { code: number | null, stdout: string, stderr: string }
 
@@ -116,8 +112,9 @@ t.test('MCP Inspector CLI against the bus', async (t) => {
     })
   })
 
-  t.test('@modelcontextprotocol/inspector 2.12 (mcp-inspector --cli)', { skip: INSPECTOR_V2_MISSING }, async (t) => {
-    const launcher = INSPECTOR_V2_LAUNCHER as string
+  t.test('@modelcontextprotocol/inspector 2.12 (mcp-inspector --cli)', async (t) => {
+    t.ok(existsSync(INSPECTOR_V2_LAUNCHER), `the Inspector's launcher is at ${INSPECTOR_V2_LAUNCHER}`)
+    const launcher = INSPECTOR_V2_LAUNCHER
     // Its state (catalog, OAuth store, client config) goes to a directory of this test, never ~.
     const home = mkdtempSync(join(tmpdir(), 'bus-inspector-'))
     t.teardown(() => { rmSync(home, { recursive: true, force: true }) })
