@@ -5,7 +5,7 @@ import type { Runtime } from '../runtime.ts'
 import { createAuthHook } from './auth-hook.ts'
 import { corsPreflight, createOriginHook } from './origin.ts'
 import {
-  checkBatch, checkMediaTypes, classify, directToolCall, invalidToolCallParams, MCP_BODY_LIMIT, RETRY_AFTER_SECONDS,
+  checkBatch, checkMediaTypes, classify, directToolCall, fastToolCall, invalidToolCallParams, MCP_BODY_LIMIT, RETRY_AFTER_SECONDS,
   sendRpcError, sendWebResponse, toolCallResponse, toWebRequest, type DirectToolCall
 } from './protocol.ts'
 import { createScopeCheck } from './scope-check.ts'
@@ -36,6 +36,8 @@ export default async function mcpRoutes (fastify: FastifyInstance, { runtime }: 
     const problem = checkMediaTypes(request) ?? checkBatch(request.body)
     if (problem !== undefined) return await sendRpcError(reply, problem)
     const auth = request.auth as AuthContext
+    const fast = fastToolCall(request)
+    if (fast !== undefined) return await callToolDirectly(reply, fast, auth)
     const route = classify(request)
     if (route.kind === 'reject') {
       return await sendRpcError(reply, { status: route.httpStatus, code: route.code, message: route.message, data: route.data, id: requestIdOf(request.body) })

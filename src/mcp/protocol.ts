@@ -74,33 +74,80 @@ export interface DirectToolCall {
 }
 
 /**
- * The hot path's guard. A plain, well-formed single `tools/call` is run directly; anything
- * unusual goes to the SDK, which owns every error answer of both eras. For the modern era the
- * guard also requires every header the revision requires to agree with the body, so the SDK
- * answers each mismatch (-32020, -32022) itself.
+ * The hot path's guard, before the SDK's classifier (which costs more than the rest of a
+ * whoami): a plain single `tools/call` the classifier is known to route to an era without
+ * objection. Legacy: no `_meta` at all and a 2025 version header or none (the classifier's
+ * "no claim"). Modern: every header the revision requires agreeing with the body, and an
+ * envelope the classifier already accepted (cached by its JSON text; validation depends on
+ * nothing else). Anything else is classified first, and answered by the SDK when unusual.
  */
+export function fastToolCall (request: FastifyRequest): DirectToolCall | undefined {
+  const call = plainToolCall(request.body)
+  if (call === undefined) return undefined
+  if (call.meta === undefined) return legacyHeadersAllow(request) ? directCall(call, false) : undefined
+  if (!modernHeadersAgree(request, call) || !acceptedEnvelopes.has(JSON.stringify(call.meta))) return undefined
+  return directCall(call, true)
+}
+
+/** After the classifier routed a request: a single tools/call the direct path may run. */
 export function directToolCall (request: FastifyRequest, route: InboundClassificationOutcome): DirectToolCall | undefined {
   if (route.kind === 'reject') return undefined
-  const message = route.kind === 'modern' ? route.message : request.body
-  if (message === null || typeof message !== 'object' || Array.isArray(message)) return undefined
-  const { jsonrpc, id, method, params } = message as { jsonrpc?: unknown, id?: unknown, method?: unknown, params?: unknown }
-  if (jsonrpc !== '2.0' || method !== 'tools/call' || (typeof id !== 'string' && typeof id !== 'number')) return undefined
-  if (params === null || typeof params !== 'object') return undefined
-  const { name, arguments: args, _meta: meta } = params as { name?: unknown, arguments?: unknown, _meta?: unknown }
-  if (typeof name !== 'string') return undefined
-  if (args !== undefined && (args === null || typeof args !== 'object' || Array.isArray(args))) return undefined
-  const modern = route.kind === 'modern'
-  if (modern) {
-    const headers = request.headers
-    if (headers['mcp-protocol-version'] !== MODERN_PROTOCOL_VERSION || headers['mcp-method'] !== 'tools/call' || headers['mcp-name'] !== name) return undefined
-    if ((meta as Record<string, unknown>)[PROTOCOL_VERSION_META_KEY] !== MODERN_PROTOCOL_VERSION) return undefined
-  } else {
-    const version = request.headers['mcp-protocol-version']
-    if (version !== undefined && !LEGACY_PROTOCOL_VERSIONS.includes(version as string)) return undefined
-    if (meta !== undefined && (meta === null || typeof meta !== 'object')) return undefined
+  const call = plainToolCall(request.body)
+  if (call === undefined) return undefined
+  if (route.kind === 'legacy') {
+    const meta = call.meta
+    return legacyHeadersAllow(request) && (meta === undefined || isPlainObject(meta)) ? directCall(call, false) : undefined
   }
-  const wait = (args as { wait_seconds?: unknown } | undefined)?.wait_seconds
-  return { id, params: { name, arguments: args as Record<string, unknown> | undefined }, waits: typeof wait === 'number' && wait > 0, modern }
+  if (!modernHeadersAgree(request, call)) return undefined
+  rememberEnvelope(JSON.stringify(call.meta))
+  return directCall(call, true)
+}
+
+interface PlainToolCall { id: RequestId, name: string, args: Record<string, unknown> | undefined, meta: unknown }
+
+const REQUEST_KEYS = new Set(['jsonrpc', 'id', 'method', 'params'])
+
+/** A JSON-RPC request (as the SDK's strict schema has it) calling a tool by name with an arguments object. */
+function plainToolCall (body: unknown): PlainToolCall | undefined {
+  if (!isPlainObject(body)) return undefined
+  const { jsonrpc, id, method, params } = body
+  if (jsonrpc !== '2.0' || method !== 'tools/call' || (typeof id !== 'string' && !Number.isSafeInteger(id))) return undefined
+  for (const key in body) if (!REQUEST_KEYS.has(key)) return undefined
+  if (!isPlainObject(params)) return undefined
+  const { name, arguments: args, _meta: meta } = params
+  if (typeof name !== 'string' || (args !== undefined && !isPlainObject(args))) return undefined
+  return { id: id as RequestId, name, args: args as Record<string, unknown> | undefined, meta }
+}
+
+function legacyHeadersAllow (request: FastifyRequest): boolean {
+  const version = request.headers['mcp-protocol-version']
+  return version === undefined || LEGACY_VERSIONS.has(version as string)
+}
+
+function modernHeadersAgree (request: FastifyRequest, call: PlainToolCall): boolean {
+  const headers = request.headers
+  return headers['mcp-protocol-version'] === MODERN_PROTOCOL_VERSION && headers['mcp-method'] === 'tools/call' &&
+    headers['mcp-name'] === call.name && isPlainObject(call.meta) && call.meta[PROTOCOL_VERSION_META_KEY] === MODERN_PROTOCOL_VERSION
+}
+
+function directCall (call: PlainToolCall, modern: boolean): DirectToolCall {
+  const wait = call.args?.wait_seconds
+  return { id: call.id, params: { name: call.name, arguments: call.args }, waits: typeof wait === 'number' && wait > 0, modern }
+}
+
+const LEGACY_VERSIONS: ReadonlySet<string> = new Set(LEGACY_PROTOCOL_VERSIONS)
+
+/** Envelopes (as JSON text) the SDK's classifier accepted; clients send the same one every time. */
+const acceptedEnvelopes = new Set<string>()
+const MAX_ACCEPTED_ENVELOPES = 1000
+
+function rememberEnvelope (json: string): void {
+  if (acceptedEnvelopes.size >= MAX_ACCEPTED_ENVELOPES) acceptedEnvelopes.clear()
+  acceptedEnvelopes.add(json)
+}
+
+function isPlainObject (value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value)
 }
 
 /** A tools/call result as the era expects it: 2026-07-28 results say what they are and who answered. */
