@@ -1,5 +1,7 @@
 import { Readable } from 'node:stream'
-import { classifyInboundRequest, type InboundClassificationOutcome } from '@modelcontextprotocol/server'
+import {
+  classifyInboundRequest, PROTOCOL_VERSION_META_KEY, SERVER_INFO_META_KEY, type InboundClassificationOutcome
+} from '@modelcontextprotocol/server'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { LEGACY_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSION, SERVER_INFO } from './sdk-server.ts'
 import { UNAVAILABLE_ERROR_CODE, type ToolCallParams, type ToolCallResult } from './tool-call.ts'
@@ -7,8 +9,6 @@ import { UNAVAILABLE_ERROR_CODE, type ToolCallParams, type ToolCallResult } from
 /** Bodies are bounded: a full 64 KiB message JSON-escaped, batches, and headroom. */
 export const MCP_BODY_LIMIT = 512 * 1024
 const MAX_BATCH = 100
-const PROTOCOL_VERSION_META_KEY = 'io.modelcontextprotocol/protocolVersion'
-const SERVER_INFO_META_KEY = 'io.modelcontextprotocol/serverInfo'
 const RETRY_AFTER_SECONDS = '5'
 
 type RequestId = string | number
@@ -40,7 +40,7 @@ export function checkMediaTypes (request: FastifyRequest): RpcProblem | undefine
   return undefined
 }
 
-/** Batches are bounded and never empty; every item must at least be an object. */
+/** Batches (2025-03-26) are bounded and never empty; the SDK checks their members. */
 export function checkBatch (body: unknown): RpcProblem | undefined {
   if (!Array.isArray(body)) return undefined
   if (body.length === 0) return { status: 400, code: -32600, message: 'Invalid Request: empty batch' }
