@@ -533,6 +533,46 @@ const rpcBody: fc.Arbitrary<string | Buffer> = fc.oneof(
 )
 
 await fuzz('POST /mcp: random JSON-RPC, batches, bodies and headers', 'mcp', request(fc.constant('POST'), fc.constantFrom('/mcp', '/mcp/', '/mcp?x=1', '/mcp?__proto__[a]=1'), rpcBody, mcpHeaders), { seed: 5001, numRuns: 120 })
+/** 2026-07-28 requests: envelopes (valid, partial, type-confused), and headers that mostly agree with the body. */
+const modernEnvelope = fc.oneof(
+  { weight: 4, arbitrary: fc.constant({ 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientCapabilities': {}, 'io.modelcontextprotocol/clientInfo': { name: 'fuzz', version: '1' } }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      'io.modelcontextprotocol/protocolVersion': fc.oneof(fc.constantFrom('2026-07-28', '2025-11-25', '2099-01-01', ''), fc.jsonValue({ maxDepth: 1 })),
+      'io.modelcontextprotocol/clientCapabilities': fc.oneof(fc.constant({}), fc.jsonValue({ maxDepth: 2 })),
+      'io.modelcontextprotocol/clientInfo': fc.jsonValue({ maxDepth: 2 }),
+      'io.modelcontextprotocol/logLevel': fc.constantFrom('debug', 'loud', 3),
+      progressToken: fc.oneof(fc.integer(), fc.string({ maxLength: 5 }), fc.constant(null))
+    }, { requiredKeys: [] })
+  },
+  { weight: 1, arbitrary: fc.jsonValue({ maxDepth: 2 }) }
+)
+const modernMethod = fc.oneof({ weight: 6, arbitrary: rpcMethod }, { weight: 2, arbitrary: fc.constantFrom('server/discover', 'resources/subscribe') })
+const modernExchange = fc.record({
+  id: fc.oneof(fc.integer(), fc.string({ maxLength: 10 }), fc.constant(null)),
+  method: modernMethod,
+  params: rpcParams,
+  meta: modernEnvelope,
+  version: fc.oneof({ weight: 4, arbitrary: fc.constant('2026-07-28') }, { weight: 1, arbitrary: fc.constantFrom(undefined, '2025-11-25', '2099-01-01', ' 2026-07-28', '') }),
+  methodHeader: fc.oneof({ weight: 4, arbitrary: fc.constant(true) }, { weight: 1, arbitrary: fc.constantFrom(false, 'tools/list', '') }),
+  nameHeader: fc.oneof({ weight: 4, arbitrary: fc.constant(true) }, { weight: 1, arbitrary: fc.constantFrom(false, 'whoami', '') }),
+  authorization: fc.constantFrom(`Bearer ${writerToken}`, `Bearer ${readerToken}`, `Bearer ${oauthTokens.access_token}`)
+}).chain(({ id, method, params, meta, version, methodHeader, nameHeader, authorization }) => {
+  const withMeta = params !== null && typeof params === 'object' && !Array.isArray(params) ? { ...params, _meta: meta } : params
+  const name = (withMeta as { name?: unknown } | null)?.name
+  const headers: Record<string, string | undefined> = {
+    authorization,
+    origin: undefined,
+    'content-type': 'application/json',
+    accept: 'application/json, text/event-stream',
+    'mcp-protocol-version': version,
+    'mcp-method': methodHeader === true ? (typeof method === 'string' ? method : undefined) : methodHeader === false ? undefined : methodHeader,
+    'mcp-name': nameHeader === true ? (typeof name === 'string' ? name : undefined) : nameHeader === false ? undefined : nameHeader
+  }
+  return request(fc.constant('POST'), fc.constant('/mcp'), fc.constant(JSON.stringify({ jsonrpc: '2.0', id, method, params: withMeta })), fc.constant(headers))
+})
+await fuzz('POST /mcp in the 2026-07-28 era: envelopes, Mcp-Method/Mcp-Name headers, and their disagreements', 'mcp', modernExchange, { seed: 5005, numRuns: 120 })
 await fuzz('GET, DELETE, OPTIONS, HEAD and other methods on /mcp', 'mcp', request(fc.constantFrom('GET', 'DELETE', 'OPTIONS', 'HEAD', 'PUT', 'PATCH'), fc.constantFrom('/mcp', '/mcp/', '/mcp?a=b'), fc.option(anyBody, { nil: undefined })), { seed: 5002, numRuns: 40 })
 
 const discoveryPaths = fc.constantFrom(
