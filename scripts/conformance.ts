@@ -5,6 +5,7 @@
  * exactly what the test suite tolerates.
  *
  *   node scripts/conformance.ts https://bus.example.com/mcp --token <API token>
+ *   BUS_MCP_TOKEN=<API token> node scripts/conformance.ts https://bus.example.com/mcp   (keeps it out of ps)
  *     [--requirements 2026-07-28|2025-11-25|both]   server requirement sets to run (default both)
  *     [--authorization --client-id ID]              also the authorization-server scenarios
  *
@@ -45,7 +46,7 @@ import { parseArgs } from 'node:util'
 import { startBearerProxy } from '../test/conformance/bearer-proxy.ts'
 import { judge, runConformance, type CliRun, type ExpectedScenarios } from '../test/conformance/suite.ts'
 
-const USAGE = 'usage: node scripts/conformance.ts <MCP URL> --token <API token> [--requirements 2026-07-28|2025-11-25|both] [--authorization --client-id ID]'
+const USAGE = 'usage: node scripts/conformance.ts <MCP URL> --token <API token> (or BUS_MCP_TOKEN=…) [--requirements 2026-07-28|2025-11-25|both] [--authorization --client-id ID]'
 const REVISIONS = ['2025-11-25', '2026-07-28'] as const
 /** The suite's own default per scenario; a deployment is further away than the test's server. */
 const SCENARIO_TIMEOUT_MS = 30_000
@@ -95,7 +96,8 @@ function parseOptions (argv: string[]): Options | 'help' {
   // A bare origin means its /mcp, as doctor assumes.
   if (mcpUrl.pathname === '/' && mcpUrl.search === '') mcpUrl.pathname = '/mcp'
   mcpUrl.hash = ''
-  if (values.token === undefined || values.token.trim() === '') throw new UsageError('--token <API token> is required (npx bus-mcp token issue --principal NAME)')
+  const token = values.token ?? process.env.BUS_MCP_TOKEN
+  if (token === undefined || token.trim() === '') throw new UsageError('--token <API token> (or BUS_MCP_TOKEN) is required (npx bus-mcp token issue --principal NAME)')
   const requirements = values.requirements
   if (requirements !== 'both' && !(REVISIONS as readonly string[]).includes(requirements)) {
     throw new UsageError(`--requirements must be 2026-07-28, 2025-11-25 or both, not "${requirements}"`)
@@ -107,7 +109,7 @@ function parseOptions (argv: string[]): Options | 'help' {
   if (!values.authorization && clientId !== undefined) throw new UsageError('--client-id only goes with --authorization')
   return {
     mcpUrl,
-    token: values.token.trim(),
+    token: token.trim(),
     revisions: requirements === 'both' ? [...REVISIONS] : [requirements],
     clientId: values.authorization ? clientId : undefined
   }
