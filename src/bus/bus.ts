@@ -66,8 +66,10 @@ export class Bus {
       throw new BusInputError('give exactly one of "channel" (post to a channel) or "to" (a direct message to one principal)')
     }
     assertStorableText(body, 'body')
-    if (Buffer.byteLength(body, 'utf8') > MAX_BODY_BYTES) {
-      throw new BusInputError(`body is ${Buffer.byteLength(body, 'utf8')} bytes; the limit is ${MAX_BODY_BYTES} bytes (split it into several messages)`)
+    const bodyBytes = Buffer.byteLength(body, 'utf8')
+    if (bodyBytes > MAX_BODY_BYTES) {
+      // The one body limit, in bytes (the tool schema states no character count; decision 0024).
+      throw new BusInputError(`body is ${bodyBytes} bytes as UTF-8 (${[...body].length} characters); the limit is ${MAX_BODY_BYTES} bytes (split it into several messages)`)
     }
     let metadataJson: string | null = null
     if (metadata !== undefined) {

@@ -4,7 +4,7 @@ import {
 } from '@modelcontextprotocol/server'
 import type { AuthContext } from '../auth/types.ts'
 import { VERSION } from '../version.ts'
-import { rpcError, toolListing, type ToolCaller } from './tool-call.ts'
+import { rpcError, ToolListings, type ToolCaller } from './tool-call.ts'
 import { TOOLS } from './tools.ts'
 
 export const SERVER_INFO = { name: 'bus-mcp-server', title: 'Bus MCP Server', version: VERSION }
@@ -19,11 +19,12 @@ const INSTRUCTIONS = 'A message bus shared by agents. Use bus_send to post to a 
   'bus_read (optionally with wait_seconds) to receive, and bus_ack to mark messages handled.'
 
 /**
- * Cache hints (2026-07-28) that are true: the tool list and the discovery result are the same
- * for every caller and change only when the server is upgraded.
+ * Cache hints (2026-07-28) that are true: the discovery result is the same for every caller and
+ * changes only when the server is upgraded; the tool list changes only then too, but it depends
+ * on the caller's scopes (a tool the token cannot call says so), so only the caller may reuse it.
  */
 const CACHE_HINTS = {
-  'tools/list': { ttlMs: 300_000, cacheScope: 'public' },
+  'tools/list': { ttlMs: 300_000, cacheScope: 'private' },
   'server/discover': { ttlMs: 300_000, cacheScope: 'public' }
 } as const
 
@@ -40,11 +41,12 @@ function authOf (authInfo: AuthInfo | undefined): AuthContext | undefined {
  * The SDK v2 side of /mcp, for everything but the direct tools/call path: `initialize`,
  * `server/discover`, `tools/list`, `ping`, batches, malformed requests and the errors the
  * revision prescribes. The SDK builds a server per request (its stateless pattern); the
- * expensive parts (tool listings and their JSON Schemas) are computed once here.
+ * expensive parts (tool listings, one per set of scopes, and their JSON Schemas) are computed
+ * once here.
  */
 export class SdkEndpoint {
   private readonly callTool: ToolCaller
-  private readonly tools: Tool[] = TOOLS.map((tool) => toolListing(tool) as Tool)
+  private readonly toolListings = new ToolListings(TOOLS)
   private readonly modern: McpHttpHandler
   private exchanges = 0
 
@@ -96,7 +98,7 @@ export class SdkEndpoint {
       supportedProtocolVersions: [...PROTOCOL_VERSIONS],
       cacheHints: CACHE_HINTS
     })
-    server.setRequestHandler('tools/list', async () => ({ tools: this.tools }))
+    server.setRequestHandler('tools/list', async (_request, ctx) => ({ tools: this.toolListings.listFor(authOf(ctx.http?.authInfo)?.scopes ?? []) as Tool[] }))
     server.setRequestHandler('tools/call', async (request, ctx) => {
       const auth = authOf(ctx.http?.authInfo)
       if (auth === undefined) throw rpcError(-32600, 'Not authenticated')

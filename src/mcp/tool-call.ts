@@ -1,5 +1,6 @@
 import { z } from 'zod'
 import type { AuditLog } from '../audit/audit-log.ts'
+import { SCOPES, type Scope } from '../auth/scopes.ts'
 import type { AuthContext } from '../auth/types.ts'
 import type { Bus } from '../bus/bus.ts'
 import { BusInputError } from '../bus/limits.ts'
@@ -61,7 +62,7 @@ export function createToolCaller ({ bus, audit, log }: ToolCallerDeps): ToolCall
     const parsed = tool.input.safeParse(params.arguments ?? {}, { reportInput: true })
     if (!parsed.success) {
       finish('error', 'invalid_arguments')
-      return toolError(describeInputError(parsed.error))
+      return toolError(describeInputError(parsed.error, tool))
     }
     try {
       const result = await tool.run({ auth, bus, signal }, parsed.data)
@@ -86,16 +87,69 @@ export function createToolCaller ({ bus, audit, log }: ToolCallerDeps): ToolCall
   }
 }
 
-/** What `tools/list` says of a tool (computed once per process). */
-export function toolListing (tool: ToolDefinition): Record<string, unknown> & { name: string } {
-  const { $schema: _ignored, ...inputSchema } = z.toJSONSchema(tool.input, { io: 'input' }) as Record<string, unknown>
+/**
+ * The tools/list answer for each set of scopes a token can hold (every subset of SCOPES, so
+ * four lists), computed once per process: a tool whose scope the token lacks stays listed (an
+ * OAuth client steps up when the call is refused with 403) and its description says it will be
+ * refused. `listFor` picks one by the token's scopes; nothing is built per request.
+ */
+export class ToolListings {
+  private readonly lists = new Map<string, Array<Record<string, unknown> & { name: string }>>()
+
+  constructor (tools: readonly ToolDefinition[]) {
+    const schemas = new Map(tools.map((tool) => [tool, inputSchemaOf(tool)]))
+    for (let mask = 0; mask < 1 << SCOPES.length; mask++) {
+      const granted = SCOPES.filter((_, i) => (mask & (1 << i)) !== 0)
+      this.lists.set(granted.join(' '), tools.map((tool) => toolListing(tool, granted, schemas.get(tool) ?? {})))
+    }
+  }
+
+  /** The listing for a token holding these scopes (in any order). */
+  listFor (scopes: readonly string[]): Array<Record<string, unknown> & { name: string }> {
+    return this.lists.get(SCOPES.filter((s) => scopes.includes(s)).join(' ')) ?? []
+  }
+}
+
+/** What `tools/list` says of a tool to a token holding `granted`. */
+function toolListing (tool: ToolDefinition, granted: readonly Scope[], inputSchema: Record<string, unknown>): Record<string, unknown> & { name: string } {
+  let description = tool.description
+  if (tool.scope !== null) {
+    description += ` Requires the ${tool.scope} scope.`
+    if (!granted.includes(tool.scope)) {
+      description += ` Your token lacks ${tool.scope}: this call will be refused; re-authorize with that scope (or use an API token that has it).`
+    }
+  }
   return {
     name: tool.name,
     title: tool.title,
-    description: tool.description + (tool.scope === null ? '' : ` Requires the ${tool.scope} scope.`),
+    description,
     inputSchema,
-    annotations: { title: tool.title, readOnlyHint: tool.readOnly, destructiveHint: false, idempotentHint: tool.readOnly, openWorldHint: false }
+    annotations: { title: tool.title, readOnlyHint: tool.readOnly, destructiveHint: false, idempotentHint: tool.readOnly || tool.idempotent === true, openWorldHint: false }
   }
+}
+
+/**
+ * A tool's input as JSON Schema (draft 2020-12, what z.toJSONSchema emits, without `$schema`).
+ * zod writes a nullable argument as `anyOf: [T, {"type": "null"}]`, or, for a type without
+ * constraints, as a type array `["string", "null"]`. Both are valid 2020-12, but Gemini's
+ * function declarations and some strict gateways refuse type arrays while accepting anyOf, so
+ * every type array becomes anyOf.
+ */
+function inputSchemaOf (tool: ToolDefinition): Record<string, unknown> {
+  const { $schema: _ignored, ...schema } = z.toJSONSchema(tool.input, { io: 'input' }) as Record<string, unknown>
+  return withoutTypeArrays(schema) as Record<string, unknown>
+}
+
+function withoutTypeArrays (node: unknown): unknown {
+  if (Array.isArray(node)) return node.map(withoutTypeArrays)
+  if (node === null || typeof node !== 'object') return node
+  const out: Record<string, unknown> = {}
+  for (const [key, value] of Object.entries(node)) out[key] = withoutTypeArrays(value)
+  const { type } = out
+  if (!Array.isArray(type)) return out
+  const { type: _type, description, ...rest } = out
+  const branches = (type as string[]).map((t) => t === 'null' ? { type: 'null' } : { type: t, ...rest })
+  return branches.length === 1 ? { ...(description === undefined ? {} : { description }), ...branches[0] } : { ...(description === undefined ? {} : { description }), anyOf: branches }
 }
 
 function toolError (message: string): ToolCallResult {

@@ -22,7 +22,7 @@ import { BUS_TOOLS, loginCode, MODERN_PROTOCOL_VERSION, rejection, V2OAuthProvid
 
 /** What both SDKs' clients offer for the calls made here. */
 interface BusClient {
-  listTools: () => Promise<{ tools: Array<{ name: string }> }>
+  listTools: () => Promise<{ tools: Array<{ name: string, description?: string }> }>
   callTool: (params: { name: string, arguments?: Record<string, unknown> }) => Promise<Record<string, unknown>>
 }
 
@@ -38,6 +38,7 @@ async function structured (client: BusClient, name: string, args: Record<string,
 async function exerciseBus (t: Test, client: BusClient, expected: Expected, channel: string): Promise<void> {
   const { tools } = await client.listTools()
   t.same(tools.map((tool) => tool.name).sort(), BUS_TOOLS, 'tools/list: the six bus tools')
+  t.same(tools.filter((tool) => /Your token lacks/.test(tool.description ?? '')).map((tool) => tool.name), [], 'tools/list: no tool says a read-write token will be refused')
 
   const me = await structured(client, 'whoami')
   t.equal(me.principal, expected.principal, 'whoami: principal')
@@ -51,6 +52,14 @@ async function exerciseBus (t: Test, client: BusClient, expected: Expected, chan
   const read = await structured(client, 'bus_read', { channel })
   t.same(read.messages.map((m: { id: number }) => m.id), [sent.id], 'bus_read returns exactly that message')
   t.match(read.messages[0], { id: sent.id, from: expected.principal, body, metadata: { via: channel } })
+}
+
+/** A read-only token sees every tool; bus_send (only) says it will be refused. */
+async function assertReadOnlyListing (t: Test, client: BusClient): Promise<void> {
+  const { tools } = await client.listTools()
+  t.same(tools.map((tool) => tool.name).sort(), BUS_TOOLS, 'tools/list: still the six bus tools (an OAuth client can step up)')
+  t.same(tools.filter((tool) => /Your token lacks bus:write: this call will be refused/.test(tool.description ?? '')).map((tool) => tool.name), ['bus_send'],
+    'tools/list: bus_send, and only it, says a read-only token will be refused')
 }
 
 /** After a refused bus_send the channel does not exist: channels are created by their first message. */
@@ -119,6 +128,7 @@ t.test('SDK v1 client (@modelcontextprotocol/sdk): Client + StreamableHTTPClient
   t.test('read-only API token: bus_send is refused with 403 insufficient_scope', async (t) => {
     const { client, wire } = await withApiToken(t, readerToken)
     t.match(await structured(client, 'whoami'), { principal: 'reader', auth: 'api_token', scopes: ['bus:read'] })
+    await assertReadOnlyListing(t, client)
     const err = await rejection(client.callTool({ name: 'bus_send', arguments: { channel: 'v1-api-readonly', body: 'must not land' } }))
     // Without an authProvider the v1 transport has nothing to step up with: it throws the HTTP error.
     t.type(err, StreamableHTTPError)
@@ -207,6 +217,7 @@ t.test('SDK v2 client (@modelcontextprotocol/client) with versionNegotiation aut
   t.test('read-only API token: bus_send is refused with 403 insufficient_scope', async (t) => {
     const { client, wire } = await withApiToken(t, readerToken)
     t.match(await structured(client, 'whoami'), { principal: 'reader', auth: 'api_token', scopes: ['bus:read'] })
+    await assertReadOnlyListing(t, client)
     const err = await rejection(client.callTool({ name: 'bus_send', arguments: { channel: 'v2-api-readonly', body: 'must not land' } }))
     // With a plain AuthProvider (no OAuth) the v2 transport cannot step up: it surfaces the challenge.
     t.ok(err instanceof InsufficientScopeError, `InsufficientScopeError (got ${err.name}: ${err.message})`)

@@ -1,6 +1,9 @@
+import { fromJsonSchema } from '@modelcontextprotocol/server'
 import { sql } from 'drizzle-orm'
 import t from 'tap'
 import { rowsOf } from '../../src/db/client.ts'
+import { ToolListings } from '../../src/mcp/tool-call.ts'
+import { TOOLS } from '../../src/mcp/tools.ts'
 import { createPrincipal, setPrincipalDisabled } from '../../src/principals/store.ts'
 import { callTool, principalWithToken, rpc, startTestServer, type TestServer } from '../helpers/server.ts'
 
@@ -14,6 +17,26 @@ async function counts (server: TestServer): Promise<{ messages: number, channels
   if (row === undefined) throw new Error('no counts')
   return { messages: Number(row.messages), channels: Number(row.channels), cursors: Number(row.cursors) }
 }
+
+const MODERN = '2026-07-28'
+const MODERN_META = {
+  'io.modelcontextprotocol/protocolVersion': MODERN,
+  'io.modelcontextprotocol/clientCapabilities': {},
+  'io.modelcontextprotocol/clientInfo': { name: 'tools-test', version: '1.0.0' }
+}
+
+/** The same request in the 2026-07-28 era: the _meta envelope and the headers it requires. */
+async function modernRpc (server: TestServer, token: string, method: string, params: Record<string, unknown> = {}) {
+  return await rpc(server, token, method, { ...params, _meta: MODERN_META }, {
+    'mcp-protocol-version': MODERN,
+    'mcp-method': method,
+    ...(typeof params.name === 'string' ? { 'mcp-name': params.name } : {})
+  })
+}
+
+interface Listed { name: string, description: string, inputSchema: Record<string, any> }
+
+const LACKS = (scope: string): RegExp => new RegExp(`Your token lacks ${scope}: this call will be refused; re-authorize with that scope`)
 
 t.test('the bus tools, end to end through app.inject', async (t) => {
   const server = await startTestServer(t)
@@ -37,6 +60,7 @@ t.test('the bus tools, end to end through app.inject', async (t) => {
     const read = tools.find((tool) => tool.name === 'bus_read')
     t.ok(read?.inputSchema.properties?.wait_seconds, 'bus_read declares wait_seconds')
     t.match(tools.find((tool) => tool.name === 'bus_send')?.description, /bus:write/)
+    for (const tool of tools) t.notMatch(tool.description, /Your token lacks/, `${tool.name}: a read-write token is told of no refusal`)
   })
 
   t.test('bus_send to a channel; bus_read on another token; after, limit and the default cursor', async (t) => {
@@ -183,8 +207,17 @@ t.test('tool input errors are tool errors or JSON-RPC errors with a clear messag
     ['empty body', 'bus_send', { channel: 'general', body: '' }, /"body": body must not be empty/],
     ['missing body', 'bus_send', { channel: 'general' }, /"body" is required/],
     ['body of the wrong type', 'bus_send', { channel: 'general', body: 42 }, /"body": .*expected string, received number/],
-    ['body over 64 KiB (characters)', 'bus_send', { channel: 'general', body: 'x'.repeat(64 * 1024 + 1) }, /"body": .*65536/],
-    ['body over 64 KiB (bytes)', 'bus_send', { channel: 'general', body: 'é'.repeat(40_000) }, /body is 80000 bytes; the limit is 65536 bytes/],
+    ['body over 64 KiB (ASCII)', 'bus_send', { channel: 'general', body: 'x'.repeat(64 * 1024 + 1) }, /^body is 65537 bytes as UTF-8 \(65537 characters\); the limit is 65536 bytes/],
+    ['body over 64 KiB (2-byte characters)', 'bus_send', { channel: 'general', body: 'é'.repeat(40_000) }, /^body is 80000 bytes as UTF-8 \(40000 characters\); the limit is 65536 bytes/],
+    ['body over 64 KiB (4-byte characters)', 'bus_send', { channel: 'general', body: '👋'.repeat(16_385) }, /^body is 65540 bytes as UTF-8 \(16385 characters\); the limit is 65536 bytes/],
+    ['a null body (null means absent; body is required)', 'bus_send', { channel: 'general', body: null }, /"body": .*received null/],
+    ['a null up_to', 'bus_ack', { channel: 'general', up_to: null }, /"up_to": .*received null/],
+    ['"@inbox" as a channel to post to', 'bus_send', { channel: '@inbox', body: 'x' }, /"channel": "@inbox" is an inbox, not a channel: to send a direct message, omit "channel" and give the recipient's name as "to"/],
+    ['"to" on bus_read', 'bus_read', { to: 'bob' }, /unknown argument "to" \(bus_read reads a channel or your own inbox: omit "channel" to read your inbox; "to" is for bus_send\)/],
+    ['"to" on bus_ack', 'bus_ack', { to: 'bob', up_to: 1 }, /unknown argument "to" \(bus_ack moves your position on a channel or your own inbox: omit "channel" for your inbox; "to" is for bus_send\)/],
+    ['"next_after" on bus_ack', 'bus_ack', { next_after: 1 }, /unknown argument "next_after" \(give bus_read's "next_after" as "up_to"\)/],
+    ['a hinted and a plain unknown argument', 'bus_read', { to: 'bob', from: 'alice' }, /unknown argument "from"; unknown argument "to" \(bus_read reads/],
+    ['an inbox name that is not "@inbox"', 'bus_read', { channel: '@bob' }, /"channel": channel names are 1-64 characters.*\(or "@inbox" for your inbox\)/],
     ['both channel and to', 'bus_send', { channel: 'general', to: 'bob', body: 'x' }, /exactly one of "channel".*or "to"/],
     ['neither channel nor to', 'bus_send', { body: 'x' }, /exactly one of "channel".*or "to"/],
     ['unknown recipient', 'bus_send', { to: 'nobody', body: 'x' }, /principal "nobody" does not exist/],
@@ -240,6 +273,8 @@ t.test('tool input errors are tool errors or JSON-RPC errors with a clear messag
   t.same(read.data.messages.map((m: { body: string }) => m.body), ['seed'], 'and the server keeps serving')
   const boundary = await callTool(server, alice, 'bus_send', { channel: 'general', body: 'z'.repeat(64 * 1024) })
   t.equal(boundary.isError, false, 'a body of exactly 64 KiB is accepted')
+  const wide = await callTool(server, alice, 'bus_send', { channel: 'general', body: '👋'.repeat(16_384) })
+  t.equal(wide.isError, false, 'and so is one of exactly 65536 bytes in 4-byte characters')
 })
 
 t.test('every tool call lands in the audit log, without arguments', async (t) => {
@@ -285,4 +320,179 @@ t.test('every tool call lands in the audit log, without arguments', async (t) =>
   t.notOk(everything.includes(secret), 'no arguments in the audit log')
   t.notOk(everything.includes(alice), 'no tokens in the audit log')
   t.notOk(everything.includes('bus_api_'), 'no token prefixes in the audit log')
+})
+
+t.test('tools/list per token: every tool listed, the ones the token lacks the scope for say they will be refused (both eras)', async (t) => {
+  const server = await startTestServer(t)
+  const full = await principalWithToken(server, 'full')
+  const reader = await principalWithToken(server, 'reader', 'bus:read')
+  const writer = await principalWithToken(server, 'writer', 'bus:write')
+  const names = ['whoami', 'bus_send', 'bus_read', 'bus_ack', 'bus_channels', 'bus_principals']
+  const needs: Record<string, string | null> = { whoami: null, bus_send: 'bus:write', bus_read: 'bus:read', bus_ack: 'bus:read', bus_channels: 'bus:read', bus_principals: 'bus:read' }
+
+  for (const era of ['2025', MODERN]) {
+    const list = async (token: string): Promise<{ tools: Listed[], result: any }> => {
+      const response = era === MODERN ? await modernRpc(server, token, 'tools/list') : await rpc(server, token, 'tools/list')
+      t.equal(response.status, 200, `${era}: tools/list answers`)
+      return { tools: response.body.result.tools, result: response.body.result }
+    }
+    const lists = { full: await list(full), reader: await list(reader), writer: await list(writer) }
+    const granted = { full: ['bus:read', 'bus:write'], reader: ['bus:read'], writer: ['bus:write'] }
+    for (const [who, { tools }] of Object.entries(lists) as Array<[keyof typeof granted, { tools: Listed[] }]>) {
+      t.same(tools.map((tool) => tool.name), names, `${era}, ${who}: all six tools, in order (hiding one would stop OAuth clients stepping up)`)
+      for (const tool of tools) {
+        const scope = needs[tool.name] ?? null
+        if (scope === null || granted[who].includes(scope)) {
+          t.notMatch(tool.description, /Your token lacks/, `${era}, ${who}: ${tool.name} is callable and says nothing of a refusal`)
+        } else {
+          t.match(tool.description, LACKS(scope), `${era}, ${who}: ${tool.name} says it will be refused without ${scope}`)
+        }
+      }
+      t.same(tools.map((tool) => tool.inputSchema), lists.full.tools.map((tool) => tool.inputSchema), `${era}, ${who}: the same schemas for every token`)
+    }
+    t.match(lists.reader.tools.find((tool) => tool.name === 'bus_ack')?.description, /Requires the bus:read scope\.$/, `${era}: bus_ack needs only bus:read`)
+    if (era === MODERN) {
+      for (const { result } of Object.values(lists)) {
+        t.equal(result.cacheScope, 'private', 'the list depends on the caller: only the caller may reuse it')
+        t.equal(result.ttlMs, 300_000)
+      }
+      const discover = await modernRpc(server, reader, 'server/discover')
+      t.equal(discover.body.result.cacheScope, 'public', 'server/discover is the same for everyone')
+    }
+  }
+
+  // Computed once per process, one list per set of scopes a token can hold (four).
+  const listings = new ToolListings(TOOLS)
+  t.equal(listings.listFor(['bus:read']), listings.listFor(['bus:read']), 'the same precomputed list each time')
+  t.equal(listings.listFor(['bus:write', 'bus:read']), listings.listFor(['bus:read', 'bus:write']), 'whatever the order of the scopes')
+  const none = listings.listFor([])
+  t.same(none.map((tool) => tool.name), names, 'a token with no bus scope sees every tool too')
+  t.same(none.filter((tool) => /Your token lacks/.test(String(tool.description))).map((tool) => tool.name), names.slice(1), 'each one it cannot call says so')
+})
+
+t.test('a read-only principal keeps up: bus_ack needs only bus:read; bus_send is still a 403 step-up (both eras)', async (t) => {
+  const server = await startTestServer(t)
+  const alice = await principalWithToken(server, 'alice')
+  const reader = await principalWithToken(server, 'reader', 'bus:read')
+  const one = await callTool(server, alice, 'bus_send', { channel: 'news', body: 'one' })
+  const two = await callTool(server, alice, 'bus_send', { channel: 'news', body: 'two' })
+  const dm = await callTool(server, alice, 'bus_send', { to: 'reader', body: 'for the reader' })
+
+  const ack = await callTool(server, reader, 'bus_ack', { channel: 'news', up_to: one.data.id })
+  t.equal(ack.isError, false, ack.text)
+  t.same(ack.data, { stream: 'news', cursor: one.data.id, previous: 0 })
+  t.same((await callTool(server, reader, 'bus_read', { channel: 'news' })).data.messages.map((m: { body: string }) => m.body), ['two'])
+
+  const modernAck = await modernRpc(server, reader, 'tools/call', { name: 'bus_ack', arguments: { channel: 'news', up_to: two.data.id } })
+  t.equal(modernAck.status, 200)
+  t.equal(modernAck.body.result.isError, undefined, JSON.stringify(modernAck.body))
+  t.same(modernAck.body.result.structuredContent, { stream: 'news', cursor: two.data.id, previous: one.data.id })
+  const inbox = await modernRpc(server, reader, 'tools/call', { name: 'bus_ack', arguments: { up_to: dm.data.id } })
+  t.same(inbox.body.result.structuredContent, { stream: '@inbox', cursor: dm.data.id, previous: 0 }, 'its own inbox too')
+  t.match((await callTool(server, reader, 'bus_channels')).data, { channels: [{ name: 'news', messages: 2, unread: 0 }], inbox: { unread: 0 } }, 'caught up')
+
+  const alicesView = await callTool(server, alice, 'bus_read', { channel: 'news' })
+  t.equal(alicesView.data.messages.length, 2, 'another principal\'s position is untouched')
+
+  for (const send of [
+    async () => await rpc(server, reader, 'tools/call', { name: 'bus_send', arguments: { channel: 'news', body: 'no' } }),
+    async () => await modernRpc(server, reader, 'tools/call', { name: 'bus_send', arguments: { channel: 'news', body: 'no' } })
+  ]) {
+    const refused = await send()
+    t.equal(refused.status, 403, 'bus_send without bus:write is still refused with the step-up challenge')
+    t.match(String(refused.headers['www-authenticate']), /error="insufficient_scope".*scope="bus:write"/)
+  }
+})
+
+t.test('null for an optional argument means the argument is absent', async (t) => {
+  const server = await startTestServer(t)
+  const alice = await principalWithToken(server, 'alice')
+  const bob = await principalWithToken(server, 'bob')
+
+  const sent = await callTool(server, alice, 'bus_send', { channel: 'general', to: null, body: 'posted', metadata: null })
+  t.equal(sent.isError, false, sent.text)
+  t.match(sent.data, { channel: 'general', to: null })
+  const dm = await callTool(server, alice, 'bus_send', { channel: null, to: 'bob', body: 'direct', metadata: null })
+  t.equal(dm.isError, false, dm.text)
+  t.match(dm.data, { channel: null, to: 'bob' })
+  const neither = await callTool(server, alice, 'bus_send', { channel: null, to: null, body: 'x' })
+  t.match(neither.text, /exactly one of "channel".*or "to"/, 'null for both is neither')
+
+  // A message read back carries "metadata": null; sending what was read must work.
+  const read = await callTool(server, alice, 'bus_read', { channel: 'general', after: null, limit: null, wait_seconds: null })
+  t.equal(read.isError, false, read.text)
+  const message = read.data.messages[0]
+  t.equal(message.metadata, null)
+  const echoed = await callTool(server, alice, 'bus_send', { channel: message.channel, to: message.to, body: message.body, metadata: message.metadata })
+  t.equal(echoed.isError, false, `a read message's own fields go back in: ${echoed.text}`)
+
+  const bobsInbox = await callTool(server, bob, 'bus_read', { channel: null })
+  t.equal(bobsInbox.data.stream, '@inbox', 'channel null is the inbox')
+  t.same(bobsInbox.data.messages.map((m: { body: string }) => m.body), ['direct'])
+
+  const modern = await modernRpc(server, alice, 'tools/call', { name: 'bus_ack', arguments: { channel: null, up_to: 0 } })
+  t.same(modern.body.result.structuredContent, { stream: '@inbox', cursor: 0, previous: 0 }, 'the same in the 2026-07-28 era')
+})
+
+t.test('"@inbox" is the inbox for bus_read and bus_ack (the name their answers give it)', async (t) => {
+  const server = await startTestServer(t)
+  const alice = await principalWithToken(server, 'alice')
+  const bob = await principalWithToken(server, 'bob')
+  const dm = await callTool(server, alice, 'bus_send', { to: 'bob', body: 'to bob' })
+
+  const read = await callTool(server, bob, 'bus_read', { channel: '@inbox' })
+  t.equal(read.isError, false, read.text)
+  t.equal(read.data.stream, '@inbox')
+  t.same(read.data.messages.map((m: { body: string }) => m.body), ['to bob'])
+  const ack = await callTool(server, bob, 'bus_ack', { channel: read.data.stream, up_to: read.data.next_after })
+  t.same(ack.data, { stream: '@inbox', cursor: dm.data.id, previous: 0 }, 'the stream name bus_read returned goes straight back to bus_ack')
+  t.same((await callTool(server, bob, 'bus_read', {})).data.messages, [], 'and it moved the inbox position')
+
+  const before = await counts(server)
+  const send = await callTool(server, alice, 'bus_send', { channel: '@inbox', body: 'x' })
+  t.equal(send.isError, true)
+  t.match(send.text, /"@inbox" is an inbox, not a channel: to send a direct message, omit "channel" and give the recipient's name as "to"/)
+  t.same(await counts(server), before, 'nothing written')
+})
+
+t.test('the published input schemas: null allowed for optional arguments, as anyOf (never a type array), limits in bytes', async (t) => {
+  const server = await startTestServer(t)
+  const alice = await principalWithToken(server, 'alice')
+  for (const era of ['2025', MODERN]) {
+    const response = era === MODERN ? await modernRpc(server, alice, 'tools/list') : await rpc(server, alice, 'tools/list')
+    const tools = response.body.result.tools as Listed[]
+    const typeArrays: string[] = []
+    const visit = (node: unknown, path: string): void => {
+      if (node === null || typeof node !== 'object') return
+      if (Array.isArray((node as { type?: unknown }).type)) typeArrays.push(path)
+      for (const [key, value] of Object.entries(node)) visit(value, `${path}/${key}`)
+    }
+    for (const tool of tools) {
+      visit(tool.inputSchema, tool.name)
+      t.equal(tool.inputSchema.$schema, undefined, `${era}, ${tool.name}: no $schema (the MCP default, 2020-12)`)
+      const required = new Set<string>(tool.inputSchema.required ?? [])
+      // The SDK's own JSON Schema validator (what its clients use) must accept null for each optional argument.
+      const validator = fromJsonSchema(tool.inputSchema as any)
+      const valid = async (args: Record<string, unknown>): Promise<boolean> => (await validator['~standard'].validate(args) as { issues?: unknown }).issues === undefined
+      const minimal = Object.fromEntries([...required].map((name) => [name, tool.inputSchema.properties[name].type === 'string' ? 'x' : 1]))
+      t.ok(await valid(minimal), `${era}, ${tool.name}: its required arguments alone are valid`)
+      for (const name of Object.keys(tool.inputSchema.properties ?? {})) {
+        if (required.has(name)) {
+          t.notOk(await valid({ ...minimal, [name]: null }), `${era}, ${tool.name}.${name} is required: null is not valid`)
+        } else {
+          t.ok(await valid({ ...minimal, [name]: null }), `${era}, ${tool.name}.${name} is optional: null is valid`)
+          t.ok(Array.isArray(tool.inputSchema.properties[name].anyOf), `${era}, ${tool.name}.${name}: anyOf [T, null]`)
+        }
+      }
+    }
+    t.same(typeArrays, [], `${era}: no "type": [...] anywhere (Gemini and strict gateways refuse them)`)
+
+    const send = tools.find((tool) => tool.name === 'bus_send')
+    t.equal(send?.inputSchema.properties.body.maxLength, undefined, `${era}: no character limit on body: the limit is in bytes`)
+    t.match(send?.inputSchema.properties.body.description, /at most 65536 bytes as UTF-8/)
+    t.match(send?.inputSchema.properties.metadata.description, /at most 16384 bytes as JSON/)
+    const read = tools.find((tool) => tool.name === 'bus_read')
+    t.match(read?.inputSchema.properties.channel.anyOf[0].pattern, /@inbox/, `${era}: bus_read's channel pattern admits "@inbox"`)
+    t.notMatch(send?.inputSchema.properties.channel.anyOf[0].pattern, /@inbox/, `${era}: bus_send's does not`)
+  }
 })
