@@ -110,9 +110,17 @@ export function checkUrl (input: string): UrlCheck {
   }
   url.hash = ''
   let assumed = ''
-  if (url.pathname === '/' || url.pathname === '') {
+  // A trailing slash (…/mcp/) names another resource than PUBLIC_URL/mcp, and clients compare
+  // the strings: check the endpoint without it, and tell the user to give that one to clients.
+  let slashless: string | undefined
+  if (/^\/*$/.test(url.pathname)) {
     url.pathname = '/mcp'
     assumed = ' (no path given: assuming /mcp; give the full endpoint to claude.ai)'
+  } else if (url.pathname.endsWith('/')) {
+    const given = url.href
+    url.pathname = url.pathname.replace(/\/+$/, '')
+    slashless = url.href
+    assumed = ` (not ${given}: the trailing slash is dropped)`
   }
   const port = url.port === '' ? (url.protocol === 'https:' ? 443 : 80) : Number(url.port)
   const loopback = isLoopbackHost(url.hostname)
@@ -127,6 +135,12 @@ export function checkUrl (input: string): UrlCheck {
     result = warn(name, `checking ${url.href}${assumed}: https on port ${port}`, 'claude.ai connects only to port 443; serve the MCP endpoint there')
   } else {
     result = pass(name, `checking ${url.href}${assumed}: https`)
+  }
+  if (slashless !== undefined && result.status !== 'fail') {
+    const fix = `give claude.ai (and every client) ${slashless}, without the trailing slash: the protected resource is PUBLIC_URL/mcp, and clients compare it with the URL they were given byte for byte`
+    result = warn(name, result.detail, result.fix === null ? fix : `${fix}; also: ${result.fix}`)
+  } else if (slashless !== undefined && result.fix !== null) {
+    result = fail(name, result.detail, `${result.fix}, and give clients the URL without the trailing slash (https://your.host/mcp)`)
   }
   return { result, mcpUrl: url }
 }

@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import t, { type Test } from 'tap'
-import type { CheckResult } from '../../src/doctor/checks.ts'
+import { checkUrl, type CheckResult } from '../../src/doctor/checks.ts'
 import type { FetchLike } from '../../src/doctor/probe.ts'
 import { formatReport, runDoctor, type DoctorReport } from '../../src/doctor/run.ts'
 import { listClients } from '../../src/oauth/clients.ts'
@@ -96,6 +96,39 @@ t.test('a correctly configured server passes every check (in process, with --reg
   t.equal(created?.client_name, 'Claude', 'a real client named Claude was created')
   t.equal(created?.token_endpoint_auth_method, 'client_secret_post')
   t.notOk(registered.results.some((r) => r.name === 'registration-endpoint'), 'the invalid-JSON probe is replaced by the real registration')
+})
+
+t.test('a trailing slash (…/mcp/): checked without it, and the fix says to drop it', async (t) => {
+  const server = await startTestServer(t, { listen: true })
+  const report = await runDoctor(`${server.baseUrl}/mcp/`)
+  t.equal(report.mcpUrl, `${server.baseUrl}/mcp`, 'the slash-less endpoint is the one checked')
+  t.same(failed(report), [], 'no check fails: the server is fine, only the URL given was not', { report: formatReport(report) })
+  t.equal(report.ok, true)
+  const url = check(report, 'url')
+  t.equal(url.status, 'warn')
+  t.match(url.detail, `checking ${server.baseUrl}/mcp (not ${server.baseUrl}/mcp/: the trailing slash is dropped)`)
+  t.match(url.fix, new RegExp(`^give claude\\.ai \\(and every client\\) ${server.baseUrl}/mcp, without the trailing slash`))
+  t.match(url.fix, /also: claude\.ai needs a public https URL/, 'the loopback http warning is kept')
+  t.equal(check(report, 'prm-path').status, 'pass', 'the PRM resource matches the slash-less URL')
+  const text = formatReport(report)
+  t.notMatch(text, /"resource": "[^"]*\/mcp\/"/, 'never tells the user to publish a resource with a trailing slash')
+
+  // The command, human-readable: exit 0 and the advice on the url line.
+  const { code, stdout } = await runCli([`${server.baseUrl}/mcp//`])
+  t.equal(code, 0)
+  t.match(stdout, new RegExp(`^WARN {2}url: checking ${server.baseUrl}/mcp \\(not ${server.baseUrl}/mcp//: .* → fix: give claude\\.ai \\(and every client\\) ${server.baseUrl}/mcp, without the trailing slash`, 'm'))
+})
+
+t.test('the url check: trailing slashes on public https and plain http hosts', async (t) => {
+  const https = checkUrl('https://bus.example.com/mcp/')
+  t.equal(https.mcpUrl?.href, 'https://bus.example.com/mcp')
+  t.equal(https.result.status, 'warn', 'a correct https URL with a slash is a warning, not a pass')
+  t.equal(https.result.fix, 'give claude.ai (and every client) https://bus.example.com/mcp, without the trailing slash: the protected resource is PUBLIC_URL/mcp, and clients compare it with the URL they were given byte for byte')
+  const http = checkUrl('http://bus.example.com/mcp/')
+  t.equal(http.result.status, 'fail', 'plain http on a public host still fails')
+  t.match(http.result.fix, /require https.*and give clients the URL without the trailing slash/)
+  t.equal(checkUrl('https://bus.example.com//').mcpUrl?.href, 'https://bus.example.com/mcp', 'only slashes: /mcp is assumed')
+  t.equal(checkUrl('https://bus.example.com/mcp').result.status, 'pass', 'control: no slash, no warning')
 })
 
 t.test('as a command: doctor URL --json prints an array and exits 0', async (t) => {
