@@ -5,6 +5,7 @@ import oauthRoutes from './oauth/plugin.ts'
 import { requestMetrics } from './operations/metrics.ts'
 import errorReplies from './plugins/errors.ts'
 import healthRoutes from './plugins/health.ts'
+import homePage from './plugins/home.ts'
 import type { Runtime } from './runtime.ts'
 
 /**
@@ -16,6 +17,7 @@ export default async function app (fastify: FastifyInstance, { runtime }: { runt
   await fastify.register(requestMetrics, { metrics: runtime.metrics })
   await fastify.register(errorReplies)
   await fastify.register(healthRoutes, { runtime })
+  await fastify.register(homePage, { config: runtime.config })
   await fastify.register(oauthRoutes, { runtime })
   await fastify.register(mcpRoutes, { runtime })
 }
