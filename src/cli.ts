@@ -198,16 +198,26 @@ program.command('migrate')
     }
     // Loaded here, not at the top: the database drivers double the start time of every other command.
     const { openDatabase } = await import('./db/client.ts')
-    const { appliedMigrationCount, migrate } = await import('./db/migrate.ts')
-    const database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolSize: 1 })
+    const { describeDatabaseError } = await import('./db/errors.ts')
+    const { appliedMigrationCount, checkPostgres, migrate } = await import('./db/migrate.ts')
+    const { databaseUrl } = config
     try {
-      const before = await appliedMigrationCount(database)
-      await migrate(database, config.databaseUrl)
-      const after = await appliedMigrationCount(database)
-      output({ applied: after - before, total: after, database: database.kind }, () =>
-        after === before ? `database is up to date (${after} migrations)` : `applied ${after - before} migration(s); ${after} in all`)
-    } finally {
-      await database.close()
+      // One connection first: its failure says why (missing database, role, refused port…)
+      // before a pool would retry it.
+      if (databaseUrl !== undefined) await checkPostgres(databaseUrl)
+      const database = await openDatabase({ databaseUrl, dataDir: config.dataDir, poolSize: 1 })
+      try {
+        const before = await appliedMigrationCount(database)
+        await migrate(database, databaseUrl)
+        const after = await appliedMigrationCount(database)
+        output({ applied: after - before, total: after, database: database.kind }, () =>
+          after === before ? `database is up to date (${after} migrations)` : `applied ${after - before} migration(s); ${after} in all`)
+      } finally {
+        await database.close()
+      }
+    } catch (err) {
+      const problem = databaseUrl === undefined ? undefined : describeDatabaseError(err, databaseUrl)
+      throw problem === undefined ? err : new CliError(problem)
     }
   })
 

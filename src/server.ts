@@ -3,8 +3,9 @@ import closeWithGrace from 'close-with-grace'
 import { buildAdminApp } from './admin/app.ts'
 import { buildApp } from './app.ts'
 import { ConfigError, loadConfig, type Config } from './config.ts'
+import { DataDirError } from './db/client.ts'
 import { DataDirInUseError } from './db/data-dir-lock.ts'
-import { isDatabaseUnavailable } from './db/errors.ts'
+import { describeDatabaseError } from './db/errors.ts'
 import { listenOn } from './lib/listen.ts'
 import { createLogger } from './logger.ts'
 import { startRuntime } from './runtime.ts'
@@ -27,8 +28,9 @@ const log = createLogger(config.logLevel)
 if (config.rateLimitMultiplier === 0) log.warn('RATE_LIMIT_MULTIPLIER=0: every rate limit is off; use this only for benchmarks and test rigs')
 
 const runtime = await startRuntime(config, log).catch((err: unknown) => {
-  if (err instanceof DataDirInUseError) fail(err.message)
-  if (isDatabaseUnavailable(err)) fail(`cannot reach the database at DATABASE_URL (${(err as Error).message}); is PostgreSQL running?`)
+  if (err instanceof DataDirInUseError || err instanceof DataDirError) fail(err.message)
+  const problem = config.databaseUrl === undefined ? undefined : describeDatabaseError(err, config.databaseUrl)
+  if (problem !== undefined) fail(problem)
   throw err
 })
 const app = await buildApp(runtime)

@@ -74,11 +74,25 @@ function openPostgres (url: string, poolSize: number): Database {
   }
 }
 
+/** DATA_DIR cannot be created or written (a file in the way, no permission, a read-only disk). */
+export class DataDirError extends Error {
+  constructor (dataDir: string, cause: Error) {
+    super(`DATA_DIR ${dataDir} cannot be used for the embedded database (${cause.message}); point DATA_DIR at a directory this user may write, or set DATABASE_URL`, { cause })
+    this.name = 'DataDirError'
+  }
+}
+
 async function openPglite (dataDir: string): Promise<Database> {
   let lock: DataDirLock | undefined
   if (!dataDir.startsWith('memory://')) {
-    mkdirSync(dataDir, { recursive: true })
-    lock = acquireDataDirLock(dataDir)
+    try {
+      mkdirSync(dataDir, { recursive: true })
+      lock = acquireDataDirLock(dataDir)
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) throw new DataDirError(dataDir, err as Error)
+      throw err
+    }
   }
   try {
     return wrapPglite(await PGlite.create(dataDir), lock)

@@ -5,6 +5,7 @@ import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator'
 import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js'
 import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator'
 import { rowsOf, type Database } from './client.ts'
+import { DatabaseNoAnswerError } from './errors.ts'
 import { postgres } from './postgres-driver.ts'
 
 /** drizzle/ at the package root, beside src/. */
@@ -26,9 +27,51 @@ export async function migrate (database: Database, databaseUrl?: string): Promis
   }
   const client = postgres(databaseUrl, { max: 1, onnotice: () => {}, connect_timeout: 10 })
   try {
+    await firstAnswer(client)
     await client`select pg_advisory_lock(${MIGRATION_LOCK_KEY})`
     await migratePostgres(drizzlePostgres(client), { migrationsFolder: MIGRATIONS_FOLDER })
     await client`select pg_advisory_unlock(${MIGRATION_LOCK_KEY})`
+  } finally {
+    await client.end({ timeout: 5 })
+  }
+}
+
+type Client = ReturnType<typeof postgres>
+
+/**
+ * How long the first answer may take. A refused, unresolvable or silent address fails sooner
+ * (connect_timeout); this bounds the case postgres.js retries forever: a port that accepts the
+ * connection and answers in another protocol (DATABASE_URL pointing at an HTTP port, say).
+ */
+const FIRST_ANSWER_SECONDS = 15
+
+/** Waits for PostgreSQL to answer `select 1`; rejects with the driver's error, or DatabaseNoAnswerError. */
+async function firstAnswer (client: Client): Promise<void> {
+  let timer: NodeJS.Timeout | undefined
+  const deadline = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => { reject(new DatabaseNoAnswerError(FIRST_ANSWER_SECONDS)) }, FIRST_ANSWER_SECONDS * 1000)
+  })
+  const query = client`select 1`.execute()
+  query.catch(() => {})
+  try {
+    await Promise.race([query, deadline])
+  } catch (err) {
+    // Ends the retry loop at once: a graceful end would wait for the query that never finishes.
+    if (err instanceof DatabaseNoAnswerError) await client.end({ timeout: 0 })
+    throw err
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+/**
+ * Connects to DATABASE_URL once and closes again: rejects with the reason it cannot be used
+ * (for `bus-mcp migrate`, before it opens a pool).
+ */
+export async function checkPostgres (databaseUrl: string): Promise<void> {
+  const client = postgres(databaseUrl, { max: 1, onnotice: () => {}, connect_timeout: 10 })
+  try {
+    await firstAnswer(client)
   } finally {
     await client.end({ timeout: 5 })
   }
