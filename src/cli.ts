@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { Command, InvalidArgumentError, Option } from 'commander'
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander'
 import { ConfigError, loadConfig } from './config.ts'
 import { formatReport, runDoctor } from './doctor/run.ts'
 import { VERSION } from './version.ts'
@@ -8,33 +8,79 @@ import { VERSION } from './version.ts'
  * `bus-mcp`: the admin CLI. Every command but `migrate` talks to the running server's admin API
  * (BUS_ADMIN_URL / --admin-url, token from BUS_ADMIN_TOKEN), so it works the same with the
  * embedded database and with PostgreSQL. `--json` prints one JSON value for scripts.
+ *
+ * Errors are one line on stderr starting "bus-mcp:". Exit 1: the server refused or could not be
+ * reached; exit 2: the command line itself is wrong (unknown command or option, a bad value),
+ * with a pointer to that command's --help.
  */
 
+/** A failure after the command line was understood: exit 1. */
 class CliError extends Error {}
 
+/** A mistake in the command line: exit 2. */
+class UsageError extends Error {
+  constructor (message: string, command: Command) {
+    super(`${message}; see "${commandPath(command)} --help"`)
+  }
+}
+
+/** "bus-mcp token revoke" for the revoke command. */
+function commandPath (command: Command): string {
+  const names: string[] = []
+  for (let current: Command | null = command; current !== null; current = current.parent) names.unshift(current.name())
+  return names.join(' ')
+}
+
 interface GlobalOptions { adminUrl: string, json: boolean }
+
+const DEFAULT_ADMIN_URL = 'http://127.0.0.1:8089'
 
 const program = new Command()
   .name('bus-mcp')
   .description('Administer a Bus MCP Server through its admin API')
   .version(VERSION, '--version', 'print the version')
-  .addOption(new Option('--admin-url <url>', 'admin API address').env('BUS_ADMIN_URL').default('http://127.0.0.1:8089'))
+  .addOption(new Option('--admin-url <url>', 'admin API address').env('BUS_ADMIN_URL').default(DEFAULT_ADMIN_URL))
   .option('--json', 'print one JSON value (for scripts)', false)
-  .showHelpAfterError()
+  // Set before any subcommand is added: they inherit it. Commander then throws instead of exiting.
+  .exitOverride()
+  .addHelpText('after', `
+Environment:
+  BUS_ADMIN_URL    admin API address, as --admin-url (the server's ADMIN_HOST:ADMIN_PORT;
+                   default ${DEFAULT_ADMIN_URL})
+  BUS_ADMIN_TOKEN  the server's ADMIN_TOKEN, when it has one (sent as a bearer token)
+  DATABASE_URL, DATA_DIR
+                   the database "migrate" opens (the other commands go through the admin API)
+
+Errors are one line on stderr starting "bus-mcp:"; the exit code is 1, or 2 when the command
+line is wrong. Each command has its own --help, e.g. "bus-mcp token issue --help".`)
 
 function globals (): GlobalOptions {
   return program.opts<GlobalOptions>()
 }
 
+/** The admin API's base URL, checked before any request. */
+function adminBase (): URL {
+  const { adminUrl } = globals()
+  let url: URL | undefined
+  try {
+    url = new URL(adminUrl.endsWith('/') ? adminUrl : `${adminUrl}/`)
+  } catch {}
+  if (url === undefined || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
+    throw new UsageError(`--admin-url / BUS_ADMIN_URL must be an http:// or https:// URL such as ${DEFAULT_ADMIN_URL}, not "${adminUrl.slice(0, 100)}"`, program)
+  }
+  return url
+}
+
 async function api<T> (method: string, path: string, body?: unknown): Promise<T> {
   const { adminUrl } = globals()
+  const base = adminBase()
   const headers: Record<string, string> = { accept: 'application/json' }
   const token = process.env.BUS_ADMIN_TOKEN
   if (token !== undefined && token !== '') headers.authorization = `Bearer ${token}`
   if (body !== undefined) headers['content-type'] = 'application/json'
   let response: Response
   try {
-    response = await fetch(new URL(path, adminUrl.endsWith('/') ? adminUrl : `${adminUrl}/`), {
+    response = await fetch(new URL(path, base), {
       method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal: AbortSignal.timeout(30_000)
     })
   } catch (err) {
@@ -45,13 +91,34 @@ async function api<T> (method: string, path: string, body?: unknown): Promise<T>
   try {
     data = JSON.parse(text)
   } catch {
-    throw new CliError(`the admin API answered ${response.status} with a body that is not JSON`)
+    throw new CliError(await notAdmin(adminUrl, base, `answered ${method} /${path.split('?')[0] ?? ''} with HTTP ${response.status} and a body that is not JSON`))
   }
   if (!response.ok) {
-    const message = (data as { message?: string }).message ?? `HTTP ${response.status}`
-    throw new CliError(response.status === 401 ? `${message}` : message)
+    const message = (data as { message?: unknown }).message
+    // Our admin API's own 404 says "is not an admin route"; anything else answering 404 for its
+    // routes is another listener (most often the bus's public port).
+    if (response.status === 404 && !(typeof message === 'string' && /(is not an admin route|does not exist)$/.test(message))) {
+      throw new CliError(await notAdmin(adminUrl, base, `has no ${method} /${path.split('?')[0] ?? ''}`))
+    }
+    throw new CliError(typeof message === 'string' ? message : `the admin API answered HTTP ${response.status}`)
   }
   return data as T
+}
+
+/**
+ * The error when --admin-url is not the admin API. The bus's public listener is recognised by its
+ * OAuth metadata, which the admin listener does not serve.
+ */
+async function notAdmin (adminUrl: string, base: URL, what: string): Promise<string> {
+  const fix = `the admin API listens on ADMIN_HOST:ADMIN_PORT (default ${DEFAULT_ADMIN_URL}): set --admin-url or BUS_ADMIN_URL to it`
+  try {
+    const response = await fetch(new URL('.well-known/oauth-authorization-server', base), { signal: AbortSignal.timeout(5_000) })
+    const metadata = await response.json() as { issuer?: unknown }
+    if (response.ok && typeof metadata.issuer === 'string') {
+      return `${adminUrl} is the bus's public port (the server of ${metadata.issuer}), not its admin API; ${fix}`
+    }
+  } catch {}
+  return `${adminUrl} ${what}: it is not a bus-mcp admin API; ${fix}`
 }
 
 function output (value: unknown, human: () => string): void {
@@ -66,9 +133,31 @@ function table (rows: Array<Record<string, unknown>>, columns: string[]): string
   return [line(columns.map((c) => c.toUpperCase())), ...rows.map((r) => line(columns.map((c) => cell(r[c]))))].join('\n')
 }
 
-function positiveInt (value: string): number {
-  if (!/^[0-9]+$/.test(value) || Number(value) < 1) throw new InvalidArgumentError('expected a positive whole number')
-  return Number(value)
+/** An option value that must be a whole number in [min, max] (the admin API's own bounds). */
+function wholeNumber (min: number, max: number): (value: string) => number {
+  return (value: string) => {
+    if (!/^[0-9]+$/.test(value) || Number(value) < min || Number(value) > max) {
+      throw new InvalidArgumentError(`must be a whole number from ${min} to ${max}`)
+    }
+    return Number(value)
+  }
+}
+
+/**
+ * The ID argument of `token revoke` / `grant revoke`: the number the list command shows. The value
+ * is echoed only when it is short and does not look like a token (people paste the token itself).
+ */
+function listedId (value: string, what: string, command: Command): number {
+  if (/^[1-9][0-9]{0,15}$/.test(value) && Number.isSafeInteger(Number(value))) return Number(value)
+  const listing = `"bus-mcp ${what} list"`
+  const not = /^bus_/.test(value) ? ', not the token itself' : value.length <= 24 ? `, not "${value}"` : ''
+  throw new UsageError(`${commandPath(command).replace(/^bus-mcp /, '')} wants the ${what}'s numeric id (the ID column of ${listing})${not}`, command)
+}
+
+/** The admin API answers an empty list for a filter naming nobody: say so instead of "(none)". */
+async function requirePrincipal (name: string): Promise<void> {
+  const { principals } = await api<{ principals: Array<{ name: string }> }>('GET', 'principals')
+  if (!principals.some((p) => p.name === name)) throw new CliError(`principal "${name}" does not exist (see "bus-mcp principal list")`)
 }
 
 const principal = program.command('principal').description('principals: the agents and people on the bus')
@@ -98,7 +187,7 @@ token.command('issue')
   .requiredOption('--principal <name>', 'the principal the token acts as')
   .option('--scopes <scopes>', 'space-separated scopes (default: all of the principal\'s)')
   .option('--label <label>', 'a note to tell tokens apart')
-  .option('--expires-in <seconds>', 'expire after this many seconds', positiveInt)
+  .option('--expires-in <seconds>', 'expire after this many seconds (60 to 315360000)', wholeNumber(60, 315_360_000))
   .action(async (opts: { principal: string, scopes?: string, label?: string, expiresIn?: number }) => {
     const issued = await api<Record<string, unknown>>('POST', 'tokens', {
       principal: opts.principal, scopes: opts.scopes, label: opts.label, expires_in: opts.expiresIn
@@ -117,10 +206,14 @@ token.command('list')
   .action(async (opts: { principal?: string }) => {
     const query = opts.principal === undefined ? '' : `?principal=${encodeURIComponent(opts.principal)}`
     const { tokens } = await api<{ tokens: Array<Record<string, unknown>> }>('GET', `tokens${query}`)
+    if (tokens.length === 0 && opts.principal !== undefined) await requirePrincipal(opts.principal)
     output(tokens, () => table(tokens, ['id', 'principal', 'hint', 'scopes', 'label', 'status', 'expires_at', 'last_used_at']))
   })
-token.command('revoke <id>').description('revoke an API token').action(async (id: string) => {
-  const revoked = await api<Record<string, unknown>>('POST', `tokens/${encodeURIComponent(String(positiveInt(id)))}/revoke`)
+const tokenRevoke = token.command('revoke')
+  .description('revoke an API token: it stops working at once')
+  .argument('<id>', 'the token\'s numeric id, as "bus-mcp token list" shows it')
+tokenRevoke.action(async (id: string) => {
+  const revoked = await api<Record<string, unknown>>('POST', `tokens/${listedId(id, 'token', tokenRevoke)}/revoke`)
   output(revoked, () => `API token #${String(revoked.id)} of ${String(revoked.principal)} revoked`)
 })
 
@@ -162,10 +255,18 @@ grant.command('list')
     if (opts.principal !== undefined) query.set('principal', opts.principal)
     if (opts.client !== undefined) query.set('client', opts.client)
     const { grants } = await api<{ grants: Array<Record<string, unknown>> }>('GET', `grants${query.size > 0 ? `?${query.toString()}` : ''}`)
+    if (grants.length === 0 && opts.principal !== undefined) await requirePrincipal(opts.principal)
+    if (grants.length === 0 && opts.client !== undefined) {
+      const { clients } = await api<{ clients: Array<{ client_id: string }> }>('GET', 'clients')
+      if (!clients.some((c) => c.client_id === opts.client)) throw new CliError(`client "${opts.client.slice(0, 200)}" does not exist (see "bus-mcp client list")`)
+    }
     output(grants, () => table(grants, ['id', 'principal', 'client_name', 'client_id', 'scopes', 'active_tokens', 'created_at', 'revoked_at', 'revoked_reason']))
   })
-grant.command('revoke <id>').description('revoke a grant: its access and refresh tokens stop working at once').action(async (id: string) => {
-  const revoked = await api<Record<string, unknown>>('POST', `grants/${encodeURIComponent(String(positiveInt(id)))}/revoke`)
+const grantRevoke = grant.command('revoke')
+  .description('revoke a grant: its access and refresh tokens stop working at once')
+  .argument('<id>', 'the grant\'s numeric id, as "bus-mcp grant list" shows it')
+grantRevoke.action(async (id: string) => {
+  const revoked = await api<Record<string, unknown>>('POST', `grants/${listedId(id, 'grant', grantRevoke)}/revoke`)
   output(revoked, () => `grant #${String(revoked.revoked)} revoked`)
 })
 
@@ -176,11 +277,14 @@ program.command('login-code <name>')
     output({ code: issued.code, expires_at: issued.expires_at }, () => `login code for ${String(issued.principal)}: ${String(issued.code)} (expires ${String(issued.expires_at)})`)
   })
 
+/** The admin API's bound on GET /audit?limit (src/admin/app.ts). */
+const AUDIT_LIMIT_MAX = 10_000
+
 program.command('audit')
   .description('the audit log')
   .command('tail')
   .description('show the newest audit entries')
-  .option('--limit <n>', 'how many', positiveInt, 50)
+  .option('--limit <n>', `how many (1 to ${AUDIT_LIMIT_MAX})`, wholeNumber(1, AUDIT_LIMIT_MAX), 50)
   .action(async (opts: { limit: number }) => {
     const { entries } = await api<{ entries: Array<Record<string, unknown>> }>('GET', `audit?limit=${opts.limit}`)
     output(entries, () => table(entries, ['at', 'kind', 'action', 'outcome', 'principal', 'auth_kind', 'client_id', 'duration_ms', 'detail']))
@@ -230,10 +334,34 @@ program.command('doctor <url>')
     if (!report.ok) process.exitCode = 1
   })
 
+/**
+ * Commander's own errors (unknown command or option, missing or invalid value) become one line
+ * naming the command whose --help tells more. Set on every command: each names itself.
+ */
+function oneLineErrors (command: Command): void {
+  command.configureOutput({
+    outputError: (message, write) => {
+      const text = message.trim().replace(/^error: /, '')
+        // "option '--limit <n>' argument '20000' is invalid. must be …" → "--limit must be … (got "20000")"
+        .replace(/^option '(-[^ ']+)[^']*' argument '(.*)' is invalid\. ([^]*)$/, (_all, flag: string, value: string, why: string) =>
+          `${flag} ${why} (got "${value.length <= 24 ? value : `${value.slice(0, 24)}…`}")`)
+        .replace(/\s*\n\s*/g, ' ').replace(/\.$/, '')
+      write(`bus-mcp: ${text}; see "${commandPath(command)} --help"\n`)
+    }
+  })
+  for (const sub of command.commands) oneLineErrors(sub)
+}
+oneLineErrors(program)
+
 try {
   await program.parseAsync()
 } catch (err) {
-  const message = err instanceof Error ? err.message : String(err)
-  process.stderr.write(`bus-mcp: ${message}\n`)
-  process.exitCode = 1
+  if (err instanceof CommanderError) {
+    // Help and --version exit 0; a command line commander refused (already printed) exits 2.
+    process.exitCode = err.exitCode === 0 ? 0 : 2
+  } else {
+    const message = err instanceof Error ? err.message : String(err)
+    process.stderr.write(`bus-mcp: ${message}\n`)
+    process.exitCode = err instanceof UsageError ? 2 : 1
+  }
 }

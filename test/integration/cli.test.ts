@@ -1,5 +1,7 @@
 import { execFile } from 'node:child_process'
 import { readFileSync } from 'node:fs'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import t, { type Test } from 'tap'
 import { createPostgresDatabase, testDatabaseUrl } from '../helpers/database.ts'
@@ -121,8 +123,13 @@ t.test('the admin CLI against a running server', async (t) => {
       [['principal', 'add', 'alice'], /principal "alice" already exists/],
       [['principal', 'add', 'carol', '--scopes', 'bus:admin'], /unknown scope "bus:admin"/],
       [['token', 'issue', '--principal', 'bob', '--scopes', 'bus:write'], /does not hold bus:write/],
-      [['token', 'revoke', 'abc'], /expected a positive whole number/],
-      [['token', 'revoke', '999999'], /API token 999999 does not exist/]
+      [['token', 'issue', '--principal', 'NOPE'], /principal "NOPE" does not exist/],
+      [['token', 'revoke', '999999'], /API token 999999 does not exist/],
+      [['grant', 'revoke', '999999'], /grant 999999 does not exist/],
+      // The admin API answers an empty list for a filter naming nobody; the CLI says so.
+      [['token', 'list', '--principal', 'NOPE'], /^bus-mcp: principal "NOPE" does not exist \(see "bus-mcp principal list"\)\n$/],
+      [['grant', 'list', '--principal', 'NOPE', '--json'], /^bus-mcp: principal "NOPE" does not exist/],
+      [['grant', 'list', '--client', 'NOPE'], /^bus-mcp: client "NOPE" does not exist \(see "bus-mcp client list"\)\n$/]
     ]
     const runs = await Promise.all(cases.map(async ([args]) => await cli(args, env)))
     runs.forEach((run, i) => {
@@ -135,6 +142,39 @@ t.test('the admin CLI against a running server', async (t) => {
     t.equal((await listApiTokens(server.database.db)).length, 2, 'no token was issued')
   })
 
+  t.test('the bounds the CLI checks are the admin API\'s own', async (t) => {
+    const [limit, expires] = await Promise.all([
+      cli(['audit', 'tail', '--limit', '10000', '--json'], env),
+      cli(['token', 'issue', '--principal', 'alice', '--expires-in', '315360000', '--json'], env)
+    ])
+    t.ok(Array.isArray(json(t, limit, 'audit tail --limit 10000')), 'the largest --limit is accepted')
+    t.match(json(t, expires, 'token issue --expires-in 315360000'), { expires_at: String }, 'the longest --expires-in is accepted')
+  })
+
+  t.test('pointed at the public port, the CLI says so and where the admin API is', async (t) => {
+    const publicUrl = `http://127.0.0.1:${server.config.port}`
+    const cases: Array<[string, string[]]> = [
+      [publicUrl, ['principal', 'list']],
+      [`${publicUrl}/`, ['token', 'issue', '--principal', 'alice']]
+    ]
+    const runs = await Promise.all(cases.map(async ([url, args]) => await cli(['--admin-url', url, ...args])))
+    runs.forEach((run, i) => {
+      const [url, args] = cases[i] as [string, string[]]
+      t.equal(run.code, 1, `${args.join(' ')}: exit 1`)
+      t.equal(run.stdout, '')
+      t.equal(run.stderr, `bus-mcp: ${url} is the bus's public port (the server of ${server.config.publicUrl}), not its admin API; ` +
+        'the admin API listens on ADMIN_HOST:ADMIN_PORT (default http://127.0.0.1:8089): set --admin-url or BUS_ADMIN_URL to it\n')
+    })
+    const other = createServer((_request, response) => { response.statusCode = 404; response.end('<html>Not Found</html>') })
+    await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve))
+    t.teardown(() => { other.close() })
+    const otherUrl = `http://127.0.0.1:${(other.address() as AddressInfo).port}`
+    const elsewhere = await cli(['principal', 'list'], { BUS_ADMIN_URL: otherUrl })
+    t.equal(elsewhere.code, 1)
+    t.equal(elsewhere.stderr, `bus-mcp: ${otherUrl} answered GET /principals with HTTP 404 and a body that is not JSON: it is not a bus-mcp admin API; ` +
+      'the admin API listens on ADMIN_HOST:ADMIN_PORT (default http://127.0.0.1:8089): set --admin-url or BUS_ADMIN_URL to it\n', 'another web server')
+  })
+
   t.test('an unreachable admin API is a clear error', async (t) => {
     const nobody = `http://127.0.0.1:${await freePort()}`
     const run = await cli(['principal', 'list'], { BUS_ADMIN_URL: nobody })
@@ -142,6 +182,13 @@ t.test('the admin CLI against a running server', async (t) => {
     t.match(run.stderr, /^bus-mcp: cannot reach the admin API at http:\/\/127\.0\.0\.1:\d+ \(.*ECONNREFUSED.*\); is the server running\?/)
     const flag = await cli(['--admin-url', server.adminUrl, 'principal', 'list', '--json'], { BUS_ADMIN_URL: nobody })
     t.equal(json(t, flag, '--admin-url wins over BUS_ADMIN_URL').length, 2)
+  })
+
+  t.test('a principal with no tokens or grants lists none', async (t) => {
+    json(t, await cli(['principal', 'add', 'dave', '--json'], env), 'principal add dave')
+    const [tokens, grants] = await Promise.all([cli(['token', 'list', '--principal', 'dave'], env), cli(['grant', 'list', '--principal', 'dave', '--json'], env)])
+    t.same({ code: tokens.code, stdout: tokens.stdout }, { code: 0, stdout: '(none)\n' })
+    t.same(json(t, grants, 'grant list --principal dave'), [])
   })
 })
 
@@ -181,6 +228,53 @@ t.test('migrate on a fresh PostgreSQL database', { skip: testDatabaseUrl === und
   const bad = await cli(['migrate'], { DATABASE_URL: 'mysql://nope' })
   t.equal(bad.code, 1)
   t.match(bad.stderr, /^bus-mcp: configuration error: DATABASE_URL: /)
+})
+
+t.test('a wrong command line: one line naming the mistake and the --help to read, exit 2, nothing sent', async (t) => {
+  // Nothing listens here: a usage error must be caught before any request.
+  const env = { BUS_ADMIN_URL: `http://127.0.0.1:${await freePort()}` }
+  const cases: Array<[string[], string]> = [
+    [['--frob'], 'unknown option \'--frob\'; see "bus-mcp --help"'],
+    [['--jsn', 'principal', 'list'], 'unknown option \'--jsn\' (Did you mean --json?); see "bus-mcp --help"'],
+    [['frob'], 'unknown command \'frob\'; see "bus-mcp --help"'],
+    [['principal', 'add'], 'missing required argument \'name\'; see "bus-mcp principal add --help"'],
+    [['principal', 'list', 'extra'], 'too many arguments for \'list\'. Expected 0 arguments but got 1; see "bus-mcp principal list --help"'],
+    [['token', 'issue'], 'required option \'--principal <name>\' not specified; see "bus-mcp token issue --help"'],
+    [['token', 'issue', '--principal', 'alice', '--expires-in', '315360001'], '--expires-in must be a whole number from 60 to 315360000 (got "315360001"); see "bus-mcp token issue --help"'],
+    [['token', 'revoke', 'abc'], 'token revoke wants the token\'s numeric id (the ID column of "bus-mcp token list"), not "abc"; see "bus-mcp token revoke --help"'],
+    [['token', 'revoke', `bus_api_${'x'.repeat(43)}`], 'token revoke wants the token\'s numeric id (the ID column of "bus-mcp token list"), not the token itself; see "bus-mcp token revoke --help"'],
+    [['grant', 'revoke', '0'], 'grant revoke wants the grant\'s numeric id (the ID column of "bus-mcp grant list"), not "0"; see "bus-mcp grant revoke --help"'],
+    [['audit', 'tail', '--limit', '20000'], '--limit must be a whole number from 1 to 10000 (got "20000"); see "bus-mcp audit tail --help"'],
+    [['audit', 'tail', '--limit'], 'option \'--limit <n>\' argument missing; see "bus-mcp audit tail --help"'],
+    [['--admin-url', 'localhost:8089', 'principal', 'list'], '--admin-url / BUS_ADMIN_URL must be an http:// or https:// URL such as http://127.0.0.1:8089, not "localhost:8089"; see "bus-mcp --help"']
+  ]
+  const runs = await Promise.all(cases.map(async ([args]) => await cli(args, env)))
+  runs.forEach((run, i) => {
+    const [args, message] = cases[i] as [string[], string]
+    t.equal(run.code, 2, `${args.join(' ')}: exit 2`)
+    t.equal(run.stderr, `bus-mcp: ${message}\n`, `${args.join(' ')}: one line`)
+    t.equal(run.stdout, '', `${args.join(' ')}: nothing on stdout`)
+  })
+  t.notOk(runs[8]?.stderr.includes('x'.repeat(43)), 'a pasted token is not echoed')
+
+  const [bare, group] = await Promise.all([cli([], env), cli(['token'], env)])
+  t.equal(bare.code, 2, 'no command: exit 2')
+  t.match(bare.stderr, /^Usage: bus-mcp \[options\] \[command\]/, 'and the usage, on stderr')
+  t.equal(group.code, 2, 'a command group without its subcommand: exit 2')
+  t.match(group.stderr, /^Usage: bus-mcp token \[options\] \[command\]/)
+})
+
+t.test('--help names the environment the CLI reads', async (t) => {
+  const run = await cli(['--help'])
+  t.equal(run.code, 0)
+  t.equal(run.stderr, '')
+  t.match(run.stdout, /^Usage: bus-mcp /)
+  t.match(run.stdout, /^ {2}BUS_ADMIN_URL +admin API address/m)
+  t.match(run.stdout, /^ {2}BUS_ADMIN_TOKEN +the server's ADMIN_TOKEN/m)
+  t.match(run.stdout, /exit code is 1, or 2 when the command\s+line is wrong/)
+  const sub = await cli(['token', 'revoke', '--help'])
+  t.equal(sub.code, 0)
+  t.match(sub.stdout, /id +the token's numeric id, as "bus-mcp token list" shows it/)
 })
 
 t.test('bus-mcp --version prints the package version', async (t) => {
