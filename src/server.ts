@@ -1,14 +1,36 @@
 #!/usr/bin/env node
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import closeWithGrace from 'close-with-grace'
+import { eq } from 'drizzle-orm'
 import { buildAdminApp } from './admin/app.ts'
 import { buildApp } from './app.ts'
 import { ConfigError, loadConfig, type Config } from './config.ts'
 import { DataDirError } from './db/client.ts'
 import { DataDirInUseError } from './db/data-dir-lock.ts'
 import { describeDatabaseError } from './db/errors.ts'
+import { principals } from './db/schema.ts'
 import { listenOn } from './lib/listen.ts'
 import { createLogger } from './logger.ts'
 import { startRuntime } from './runtime.ts'
+
+/**
+ * How a person here runs the admin CLI, for the suggestions below: `npx bus-mcp` inside the
+ * checkout (outside it npx would fetch an unrelated package of that name), else the launcher by
+ * its path; with BUS_ADMIN_URL exported first when the admin API is not where the CLI looks by
+ * default, and BUS_ADMIN_TOKEN when it needs one.
+ */
+function cliCommand (config: Config, adminPort: number): { setup: string, command: string } {
+  const root = fileURLToPath(new URL('..', import.meta.url))
+  const command = `${process.cwd()}/`.startsWith(root) ? 'npx bus-mcp' : `node ${join(root, 'bin', 'bus-mcp.js')}`
+  const host = ['0.0.0.0', '::', 'localhost'].includes(config.adminHost) ? '127.0.0.1' : config.adminHost
+  const adminUrl = `http://${host.includes(':') ? `[${host}]` : host}:${adminPort}`
+  const env = [
+    ...(adminUrl === 'http://127.0.0.1:8089' ? [] : [`BUS_ADMIN_URL=${adminUrl}`]),
+    ...(config.adminToken === undefined ? [] : ['BUS_ADMIN_TOKEN=<ADMIN_TOKEN>'])
+  ]
+  return { setup: env.length === 0 ? '' : `export ${env.join(' ')}; `, command }
+}
 
 /** Stops the start with one line naming what is wrong and how to fix it. */
 function fail (message: string): never {
@@ -45,9 +67,10 @@ closeWithGrace({ delay: 30_000, logger: log }, async ({ signal, err }) => {
   await runtime.close()
 })
 
+let adminPort = config.adminPort
 try {
   await listenOn(app, config.host, config.port)
-  await listenOn(admin, config.adminHost, config.adminPort)
+  adminPort = await listenOn(admin, config.adminHost, config.adminPort)
 } catch (err) {
   const { code } = err as NodeJS.ErrnoException
   if (code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL') {
@@ -56,4 +79,25 @@ try {
   }
   throw err
 }
-log.info({ publicUrl: config.publicUrl, mcp: config.resourceUrl, admin: `http://${config.adminHost}:${config.adminPort}`, database: runtime.database.kind }, 'bus-mcp ready')
+const { setup, command: cli } = cliCommand(config, adminPort)
+// Only for the suggestion below: a database gone this very moment does not stop the start here.
+const principalCount = await runtime.database.db.$count(principals).catch(() => undefined)
+if (config.autoApprovePrincipal !== undefined) {
+  const name = config.autoApprovePrincipal
+  const [row] = await runtime.database.db.select({ disabledAt: principals.disabledAt }).from(principals).where(eq(principals.name, name)).catch(() => [])
+  const state = row === undefined
+    ? `; "${name}" does not exist yet, and authorizations fail until it does: ${setup}${cli} principal add ${name}`
+    : row.disabledAt !== null ? `; "${name}" is disabled, and authorizations fail until it is enabled: ${setup}${cli} principal enable ${name}` : ''
+  log.warn({ autoApprovePrincipal: name }, `AUTO_APPROVE_PRINCIPAL=${name}: any app that registers itself at ${config.publicUrl}/oauth/register ` +
+    `is approved at once as ${name}, without a consent page, so anyone who can reach ${config.publicUrl} can act as ${name}. ` +
+    `Use it only on a private network, or for a principal whose scopes anyone who finds the URL may have${state}`)
+}
+log.info({
+  publicUrl: config.publicUrl,
+  mcp: config.resourceUrl,
+  admin: `http://${config.adminHost.includes(':') ? `[${config.adminHost}]` : config.adminHost}:${adminPort}`,
+  database: runtime.database.kind,
+  next: principalCount === 0
+    ? `create a principal and its API token: ${setup}${cli} principal add NAME; ${cli} token issue --principal NAME. MCP clients connect to ${config.resourceUrl}`
+    : `MCP clients connect to ${config.resourceUrl} (an API token: ${setup}${cli} token issue --principal NAME)`
+}, 'bus-mcp ready')

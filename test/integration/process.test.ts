@@ -89,6 +89,9 @@ t.test('a good start serves, refuses a second process on its DATA_DIR, and SIGTE
   await Promise.race([until('the ready line', () => server.stdout().includes('bus-mcp ready')), early])
   const ready = server.stdout().split('\n').find((line) => line.includes('bus-mcp ready')) ?? ''
   t.match(JSON.parse(ready), { msg: 'bus-mcp ready', publicUrl: `http://localhost:${port}`, mcp: `http://localhost:${port}/mcp`, database: 'pglite' }, 'logs ready as JSON when stdout is not a TTY')
+  t.equal(JSON.parse(ready).next, `create a principal and its API token: export BUS_ADMIN_URL=http://127.0.0.1:${adminPort}; npx bus-mcp principal add NAME; ` +
+    `npx bus-mcp token issue --principal NAME. MCP clients connect to http://localhost:${port}/mcp`, 'and the next step, with the admin URL the CLI needs')
+  t.notMatch(server.stdout(), /"level":40/, 'no warning with the defaults')
 
   const base = `http://127.0.0.1:${port}`
   t.same(await (await fetch(`${base}/healthz`)).json(), { status: 'ok' })
@@ -162,4 +165,50 @@ t.test('a good start serves, refuses a second process on its DATA_DIR, and SIGTE
   t.notOk(exit.stdout.includes(token), 'the token was never logged')
   const after = await fetch(`${base}/healthz`).then(() => 'answered', (err: Error) => err.name)
   t.equal(after, 'TypeError', 'nothing listens any more')
+})
+
+t.test('AUTO_APPROVE_PRINCIPAL: a warning at every start saying what it allows; the ready line suggests the next step', async (t) => {
+  const dataDir = t.testdir()
+  await createEmbeddedDataDir(dataDir)
+  const env = { PORT: String(await freePort()), ADMIN_PORT: '0', DATA_DIR: dataDir, AUTO_APPROVE_PRINCIPAL: 'CM0', ADMIN_TOKEN: 'test-admin-token-0123456789abcdef' }
+  const start = async (): Promise<{ child: Child, lines: Array<Record<string, any>> }> => {
+    const child = startServer(env)
+    t.teardown(() => { if (child.process.exitCode === null) child.process.kill('SIGKILL') })
+    const early = child.exited.then((exit) => { throw new Error(`server exited ${exit.code}: ${exit.stderr}`) })
+    early.catch(() => {})
+    await Promise.race([until('the ready line', () => child.stdout().includes('bus-mcp ready')), early])
+    return { child, lines: child.stdout().trim().split('\n').map((line) => JSON.parse(line) as Record<string, any>) }
+  }
+  const stop = async (child: Child): Promise<void> => {
+    child.process.kill('SIGTERM')
+    t.equal((await child.exited).code, 0)
+  }
+
+  const first = await start()
+  const warning = first.lines.find((line) => line.level === 40)
+  const ready = first.lines.find((line) => line.msg === 'bus-mcp ready')
+  const adminUrl = ready?.admin as string
+  t.match(adminUrl, /^http:\/\/127\.0\.0\.1:\d+$/, 'the admin address is the one bound (ADMIN_PORT=0)')
+  const setup = `export BUS_ADMIN_URL=${adminUrl} BUS_ADMIN_TOKEN=<ADMIN_TOKEN>; `
+  t.match(warning, { autoApprovePrincipal: 'CM0' })
+  t.equal(warning?.msg, `AUTO_APPROVE_PRINCIPAL=CM0: any app that registers itself at http://localhost:${env.PORT}/oauth/register is approved at once as CM0, ` +
+    `without a consent page, so anyone who can reach http://localhost:${env.PORT} can act as CM0. Use it only on a private network, ` +
+    `or for a principal whose scopes anyone who finds the URL may have; "CM0" does not exist yet, and authorizations fail until it does: ${setup}npx bus-mcp principal add CM0`)
+  t.ok(first.lines.indexOf(warning ?? {}) < first.lines.indexOf(ready ?? {}), 'before the ready line')
+  t.match(ready?.next, `${setup}npx bus-mcp principal add NAME`, 'the token the CLI needs is named, never printed')
+  t.notOk(first.child.stdout().includes(env.ADMIN_TOKEN), 'the admin token is not logged')
+
+  const created = await fetch(`${adminUrl}/principals`, {
+    method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${env.ADMIN_TOKEN}` }, body: JSON.stringify({ name: 'CM0' })
+  })
+  t.equal(created.status, 201)
+  await stop(first.child)
+
+  const second = await start()
+  const again = second.lines.find((line) => line.level === 40)
+  t.match(again?.msg, /^AUTO_APPROVE_PRINCIPAL=CM0: any app that registers itself .* may have$/, 'the warning again, at every start; the principal exists now')
+  const readyAgain = second.lines.find((line) => line.msg === 'bus-mcp ready')
+  t.match(readyAgain?.next, new RegExp(`^MCP clients connect to http://localhost:${env.PORT}/mcp \\(an API token: export BUS_ADMIN_URL=http://127\\.0\\.0\\.1:\\d+ BUS_ADMIN_TOKEN=<ADMIN_TOKEN>; npx bus-mcp token issue --principal NAME\\)$`),
+    'with a principal already there, the next step is connecting')
+  await stop(second.child)
 })
