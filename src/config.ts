@@ -60,6 +60,24 @@ export class ConfigError extends Error {
 
 type Env = Record<string, string | undefined>
 
+/**
+ * Whether postgres.js can parse this URL: it reads the hosts (several may be listed, comma-separated)
+ * itself and gives the rest, with the first host, to URL. A failure there would throw at the first
+ * query, and Node would print the URL, password included, with the stack trace.
+ */
+function parsesAsPostgresUrl (url: string): boolean {
+  try {
+    let hosts = url.slice(url.indexOf('://') + 3).split(/[?/]/)[0] ?? ''
+    hosts = decodeURIComponent(hosts.slice(hosts.indexOf('@') + 1))
+    const parsed = new URL(url.replace(hosts, hosts.split(',')[0] ?? ''))
+    decodeURIComponent(parsed.username)
+    decodeURIComponent(parsed.password)
+    return true
+  } catch {
+    return false
+  }
+}
+
 export function loadConfig (env: Env = process.env): Config {
   const read = (name: string): string | undefined => {
     const value = env[name]?.trim()
@@ -74,6 +92,11 @@ export function loadConfig (env: Env = process.env): Config {
   const databaseUrl = read('DATABASE_URL')
   if (databaseUrl !== undefined && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
     throw new ConfigError('DATABASE_URL', 'must start with postgres:// or postgresql:// (unset it to use the embedded database in DATA_DIR)')
+  }
+  if (databaseUrl !== undefined && !parsesAsPostgresUrl(databaseUrl)) {
+    // Never the value itself: it holds the password.
+    throw new ConfigError('DATABASE_URL', 'is not a valid URL; the form is postgres://USER:PASSWORD@HOST:PORT/DATABASE (port 1-65535), ' +
+      'with characters such as @ : / # ? % in the user or password percent-encoded (# as %23)')
   }
 
   const adminPort = readPort(read, 'ADMIN_PORT', 8089)

@@ -43,8 +43,12 @@ export interface DatabaseTarget {
 /** Reads host, port, user and database from a postgres:// URL (as postgres.js does, without its environment defaults). */
 export function databaseTarget (databaseUrl: string): DatabaseTarget {
   // postgres.js accepts several hosts (`h1:5432,h2:5433`), which URL does not: parse with the first.
-  const match = /^(postgres(?:ql)?:\/\/)(?:([^@/]*)@)?([^/?#]*)(.*)$/i.exec(databaseUrl)
-  const [, scheme = 'postgres://', auth = '', hosts = '', rest = ''] = match ?? []
+  // As URL reads it: the authority ends at the first / or ?, and the credentials at its last @.
+  const match = /^(postgres(?:ql)?:\/\/)([^/?]*)(.*)$/i.exec(databaseUrl)
+  const [, scheme = 'postgres://', authority = '', rest = ''] = match ?? []
+  const at = authority.lastIndexOf('@')
+  const auth = at === -1 ? '' : authority.slice(0, at)
+  const hosts = authority.slice(at + 1)
   let url: URL | undefined
   try {
     url = new URL(`${scheme}${auth === '' ? '' : `${auth}@`}${hosts.split(',')[0] ?? ''}${rest}`)
@@ -101,9 +105,12 @@ export function describeDatabaseError (err: unknown, databaseUrl: string): strin
   const target = databaseTarget(databaseUrl)
   const line = explain(rootCause(err), target)
   if (line === undefined) return undefined
-  let safe = line
-  for (const secret of target.secrets) safe = safe.replaceAll(secret, '***')
-  return safe.replaceAll(databaseUrl, 'DATABASE_URL')
+  let safe = line.replaceAll(databaseUrl, 'DATABASE_URL')
+  // Wherever the password stands as itself (not where its letters happen to be part of a word).
+  for (const secret of target.secrets) {
+    safe = safe.replace(new RegExp(`(?<![A-Za-z0-9])${secret.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(?![A-Za-z0-9])`, 'g'), '***')
+  }
+  return safe
 }
 
 function explain (cause: unknown, target: DatabaseTarget): string | undefined {
@@ -113,7 +120,10 @@ function explain (cause: unknown, target: DatabaseTarget): string | undefined {
   const user = target.user === undefined ? '' : ` -U ${target.user}`
   const where = `-h ${target.host.replace(/^\[(.*)\]$/, '$1')} -p ${target.port}`
   if (cause instanceof DatabaseNoAnswerError) {
-    return `${at} (DATABASE_URL) accepts connections but gave no PostgreSQL answer within ${cause.seconds} s; is that PostgreSQL's port, and not another service's?`
+    // One host that refused, did not resolve or stayed silent would have failed sooner (connect_timeout).
+    return at.includes(',')
+      ? `none of the hosts ${at} (DATABASE_URL) gave a PostgreSQL answer within ${cause.seconds} s; check that they resolve, run PostgreSQL and accept connections`
+      : `${at} (DATABASE_URL) accepts connections but gave no PostgreSQL answer within ${cause.seconds} s; is that PostgreSQL's port, and not another service's?`
   }
   if (typeof severity === 'string' && typeof code === 'string') {
     switch (code) {

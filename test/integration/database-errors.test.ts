@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url'
 import t, { type Test } from 'tap'
 import { testDatabaseUrl } from '../helpers/database.ts'
 import { freePort } from '../helpers/server.ts'
-import { databaseTarget, describeDatabaseError } from '../../src/db/errors.ts'
+import { DatabaseNoAnswerError, databaseTarget, describeDatabaseError } from '../../src/db/errors.ts'
 
 /**
  * A DATABASE_URL that cannot be used stops the server's start and `bus-mcp migrate` with exit 1
@@ -48,7 +48,7 @@ function oneLine (t: Test, result: Run, what: string, pattern: RegExp): void {
   t.match(lines[0], pattern, what)
   t.equal(result.stdout, '', `${what}: nothing on stdout`)
   t.notOk(result.stderr.includes(PASSWORD), `${what}: the password is not printed`)
-  t.notOk(result.stderr.includes('postgres://'), `${what}: nor the URL`)
+  t.notMatch(result.stderr, /postgres:\/\/(?!USER:PASSWORD@HOST)/, `${what}: nor the URL (only the form it should have)`)
 }
 
 /** A stand-in PostgreSQL server that answers every startup message with this FATAL error. */
@@ -136,6 +136,17 @@ t.test('a port that answers, but not as PostgreSQL (postgres.js would retry it f
   t.ok(Date.now() - started < 30_000, 'both gave up in time')
 })
 
+t.test('a DATABASE_URL that is no URL stops both with the variable named, not the URL', async (t) => {
+  // postgres.js would throw Node's ERR_INVALID_URL at the first query, whose stack trace prints the input.
+  for (const url of [`postgres://bus:${PASSWORD}@127.0.0.1:99999/bus`, `postgres://bus:${PASSWORD}#x@db/bus`, `postgres://bus:${PASSWORD}@/bus`, 'postgres://bus:S3cret%zz@db/bus']) {
+    const { server, migrate } = await both(url)
+    const expected = /^bus-mcp: configuration error: DATABASE_URL: is not a valid URL; the form is postgres:\/\/USER:PASSWORD@HOST:PORT\/DATABASE .*percent-encoded/
+    oneLine(t, server, `server, ${url.replace(PASSWORD, '…')}`, expected)
+    oneLine(t, migrate, `migrate, ${url.replace(PASSWORD, '…')}`, expected)
+    t.notOk(server.stderr.includes('S3cret') || migrate.stderr.includes('S3cret'), 'no part of the password')
+  }
+})
+
 t.test('a DATA_DIR that cannot be created', async (t) => {
   const file = join(t.testdir(), 'a-file')
   writeFileSync(file, '')
@@ -177,6 +188,14 @@ t.test('describeDatabaseError: the message for each error, and never the passwor
     t.notOk(line?.includes('\n'), 'one line')
   }
   t.equal(describeDatabaseError(new TypeError('a bug'), url), undefined, 'a bug is not described (it keeps its stack trace)')
+  const refused = Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' })
+  t.equal(describeDatabaseError(refused, 'postgres://u:p@ss@127.0.0.1:5499/db'),
+    'cannot connect to PostgreSQL at 127.0.0.1:5499 (DATABASE_URL): connection refused; is PostgreSQL running, on that host and port?',
+    'an unencoded @ in the password: the host is after the last @ (as URL reads it)')
+  t.equal(describeDatabaseError(pg('XX000', 'p and port'), 'postgres://u:p@h/db'), 'the PostgreSQL server at h:5432 refused (DATABASE_URL): *** and port (SQLSTATE XX000)',
+    'a short password is replaced where it stands alone, not inside words')
+  t.match(describeDatabaseError(new DatabaseNoAnswerError(15), 'postgres://u@h1:5432,h2:5433/db'), /^none of the hosts h1:5432,h2:5433 \(DATABASE_URL\) gave a PostgreSQL answer within 15 s/,
+    'several hosts: postgres.js cycles through them, so the deadline is what ends it')
   t.match(databaseTarget('postgres://u@h1:5432,h2:5433/db'), { address: 'h1:5432,h2:5433', user: 'u', database: 'db' }, 'several hosts')
   t.match(databaseTarget('postgres://u@[::1]/db'), { address: '[::1]:5432' }, 'IPv6')
   t.match(databaseTarget('postgres:///db?host=/var/run/postgresql'), { host: '/var/run/postgresql', database: 'db', user: undefined }, 'a Unix socket')
