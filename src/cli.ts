@@ -94,10 +94,11 @@ async function api<T> (method: string, path: string, body?: unknown): Promise<T>
     throw new CliError(await notAdmin(adminUrl, base, `answered ${method} /${path.split('?')[0] ?? ''} with HTTP ${response.status} and a body that is not JSON`))
   }
   if (!response.ok) {
-    const message = (data as { message?: unknown }).message
-    // Our admin API's own 404 says "is not an admin route"; anything else answering 404 for its
-    // routes is another listener (most often the bus's public port).
-    if (response.status === 404 && !(typeof message === 'string' && /(is not an admin route|does not exist)$/.test(message))) {
+    const { error, message } = data as { error?: unknown, message?: unknown }
+    // The admin API answers 404 with "invalid_request" for a missing principal, token, client or
+    // grant, and says "is not an admin route" for an unknown path; any other 404 to our routes
+    // comes from another listener (most often the bus's public port).
+    if (response.status === 404 && error !== 'invalid_request' && !(typeof message === 'string' && message.endsWith(' is not an admin route'))) {
       throw new CliError(await notAdmin(adminUrl, base, `has no ${method} /${path.split('?')[0] ?? ''}`))
     }
     throw new CliError(typeof message === 'string' ? message : `the admin API answered HTTP ${response.status}`)
