@@ -71,12 +71,15 @@ t.test('inside the checkout, npx bus-mcp runs the checkout\'s own CLI from any f
   t.equal(npx.stdout, `${version}\n`)
 })
 
-t.test('a copy under node_modules (npm pack, a git URL, --install-links) is refused by Node', async (t) => {
-  // If Node ever strips types under node_modules, copying installs become possible: revisit 0026.
+t.test('a copy under node_modules (npm pack, a git URL, --install-links) is refused in one line', async (t) => {
   const copy = join(t.testdir(), 'node_modules', 'bus-mcp')
   mkdirSync(copy, { recursive: true })
   for (const part of ['package.json', 'bin', 'src']) cpSync(join(ROOT, part), join(copy, part), { recursive: true })
-  const result = await run(process.execPath, [join(copy, 'bin', 'bus-mcp.js'), '--version'], copy, {})
-  t.not(result.code, 0)
-  t.match(result.stderr, /ERR_UNSUPPORTED_NODE_MODULES_TYPE_STRIPPING/)
+  const launcher = await run(process.execPath, [join(copy, 'bin', 'bus-mcp.js'), '--version'], copy, {})
+  t.equal(launcher.code, 1)
+  t.match(launcher.stderr, /^bus-mcp: installed as a copy under node_modules, where Node does not run TypeScript; .*npm link.*\n$/)
+  // If Node ever strips types under node_modules, copying installs become possible: revisit 0026.
+  const direct = await run(process.execPath, [join(copy, 'src', 'cli.ts'), '--version'], copy, {})
+  t.not(direct.code, 0)
+  t.match(direct.stderr, /ERR_UNSUPPORTED_NODE_MODULES_TYPE_STRIPPING/)
 })

@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { test } from 'tap'
 // @ts-expect-error plain JavaScript without types: it must run on any Node to refuse old ones
-import { nodeVersionProblem } from '../../bin/node-version.js'
+import { installProblem, nodeVersionProblem } from '../../bin/node-version.js'
 import { REPO_ROOT } from '../helpers/processes.ts'
 
 test('Node versions without type stripping are refused, newer ones accepted', async (t) => {
@@ -12,6 +12,13 @@ test('Node versions without type stripping are refused, newer ones accepted', as
   for (const ok of ['22.18.0', '22.21.1', '23.6.0', '24.0.0', 'v24.21.0', '25.1.0']) {
     t.equal(nodeVersionProblem(ok), undefined, ok)
   }
+})
+
+test('a copy under node_modules is refused (Node strips no types there); a checkout or a link is fine', async (t) => {
+  t.match(installProblem('file:///usr/lib/node_modules/bus-mcp/bin/require-node.js'), /^installed as a copy under node_modules/)
+  t.match(installProblem('file:///home/a/app/node_modules/bus-mcp/bin/require-node.js'), /npm link/)
+  t.equal(installProblem('file:///home/a/bus-mcp/bin/require-node.js'), undefined)
+  t.equal(installProblem('file:///home/a/node_modules_backup/bus-mcp/bin/require-node.js'), undefined)
 })
 
 // The machines this project runs on keep Debian's Node 20 as /usr/bin/node: when it is there,
