@@ -9,6 +9,7 @@
  *   npm run bench -- --soak [--requests N] RSS of our server before/after N requests (1,000,000)
  *   npm run bench -- --large [--rows N]    whoami and bus_read with 1M rows in api_tokens and messages
  *   npm run bench -- --profile [--only k]  CPU profile of every server while target k runs (whoami-api)
+ *   npm run bench -- --flood [--tokens N]  a valid client's p99 alone and while its address floods /mcp with N bad tokens (10,000)
  *
  * Options: --rounds N (5), --duration S per round (4), --warmup S (2), --connections N (32),
  * --only key,key (a subset of targets). BENCH_DATABASE_URL picks the PostgreSQL server.
@@ -19,6 +20,7 @@ import { stopAll } from './lib/processes.ts'
 import { machineInfo, ratesOf, renderChecks, renderTable, type Comparison } from './lib/report.ts'
 import { runRounds, type Outcome } from './lib/rounds.ts'
 import { ERA_LABEL, ERAS, type Era } from './lib/rpc.ts'
+import { runFlood } from './flood.ts'
 import { runLarge } from './large.ts'
 import { runProfile } from './profile.ts'
 import { startRig } from './rig.ts'
@@ -30,6 +32,8 @@ const { values } = parseArgs({
     soak: { type: 'boolean', default: false },
     large: { type: 'boolean', default: false },
     profile: { type: 'boolean', default: false },
+    flood: { type: 'boolean', default: false },
+    tokens: { type: 'string', default: '10000' },
     requests: { type: 'string', default: '1000000' },
     rows: { type: 'string', default: '1000000' },
     rounds: { type: 'string', default: '5' },
@@ -116,6 +120,8 @@ try {
     failed = !(await runSoak({ requests: number('requests'), connections: options.connections, log }))
   } else if (values.large) {
     failed = !(await runLarge({ ...options, rows: number('rows'), log }))
+  } else if (values.flood) {
+    failed = !(await runFlood({ ...options, tokens: number('tokens'), log }))
   } else if (values.profile) {
     await runProfile({ ...options, log })
   } else {

@@ -1,6 +1,7 @@
 import { sql } from 'drizzle-orm'
 import { rowsOf, type Database } from '../db/client.ts'
-import { hashSecret, kindOfSecret } from '../lib/secrets.ts'
+import { BatchLane, ExpiringSet, type BatchLaneOptions } from '../lib/failure-limiter.ts'
+import { hashSecret, kindOfSecret, TOKEN_PREFIX } from '../lib/secrets.ts'
 import { AUTH_NOTIFY_CHANNEL, onLocalAuthChange } from '../principals/store.ts'
 import { effectiveScopes } from './scopes.ts'
 import type { AuthContext } from './types.ts'
@@ -11,7 +12,34 @@ export interface AuthenticatorOptions {
   maxCacheEntries?: number
   /** `last_used_at` is written in batches this often, not on every request. */
   touchIntervalMs?: number
+  /** How long a refused credential is answered from memory (every auth change clears them all). */
+  negativeTtlMs?: number
+  maxNegativeEntries?: number
+  /** The lane for lookups beyond a client's budget (docs/decisions/0023-bearer-lookup-budget.md). */
+  slowLane?: Partial<BatchLaneOptions>
 }
+
+/**
+ * What one client (an address) may spend on database lookups of tokens this replica knows
+ * nothing about: `take` admits a lookup (false when the client has failed too often lately),
+ * `release` ends it, whatever it found. The caller counts the client's failures.
+ */
+export interface LookupBudget {
+  take: (client: string) => boolean
+  release: (client: string) => void
+}
+
+/** `resolve` could not look the token up now: the slow lane is full. Answer 429. */
+export const THROTTLED = 'throttled'
+
+/** What follows the prefix of every secret this service issues: 32 random bytes, base64url. */
+const ISSUED_SECRET = /^[A-Za-z0-9_-]{43}$/
+
+/** How long a credential that was valid here lets its holder skip the lookup budget. */
+const KNOWN_GOOD_TTL_MS = 24 * 3600_000
+
+type LookupKind = 'api' | 'access'
+interface Lookup { hash: Buffer, kind: LookupKind }
 
 export interface AuthenticatorSettings extends AuthenticatorOptions {
   /** PUBLIC_URL/mcp: OAuth access tokens for any other resource are refused (RFC 8707). */
@@ -26,13 +54,31 @@ type TokenRow = {
   client_id?: string | null
 }
 
+type AccessTokenRow = TokenRow & { resource: string, grant_revoked_at: Date | string | null }
+
 /**
  * Resolves bearer secrets to an AuthContext. The hot path asks the database once per credential
  * per `cacheTtlMs`; revocations and disables NOTIFY every replica, which drops its cache at once,
  * so the TTL only bounds the case of a lost notification (the listener reconnecting also clears).
+ *
+ * Refused credentials are remembered too, for `negativeTtlMs` (and also dropped on every auth
+ * change, since enabling a principal makes its tokens valid again), so a client retrying a
+ * revoked token costs one lookup, not one per request. Concurrent requests with the same
+ * credential share one lookup. Given a `LookupBudget`, a token this replica knows nothing about
+ * is looked up at once only if the budget admits it; otherwise it waits for the slow lane, which
+ * looks tokens up in batches at a fixed rate (docs/decisions/0023-bearer-lookup-budget.md).
  */
 export class Authenticator {
   private readonly cache = new Map<string, CacheEntry>()
+  /** Hashes of credentials the database refused lately: answered without a lookup. */
+  private readonly refused: ExpiringSet
+  /** Hashes of credentials that were valid here lately: their lookups are never budgeted. */
+  private readonly known: ExpiringSet
+  /** Lookups under way, shared by concurrent requests with the same credential. */
+  private readonly inFlight = new Map<string, Promise<AuthContext | null>>()
+  private readonly lane: BatchLane<Lookup, AuthContext | null>
+  /** Database queries made to resolve bearer tokens, and the token hashes they asked about. */
+  readonly lookups = { queries: 0, hashes: 0, batches: 0 }
   /** Bumped on every invalidation: a lookup that raced one must not repopulate the cache. */
   private generation = 0
   private readonly touched = new Set<number>()
@@ -53,6 +99,11 @@ export class Authenticator {
     this.cacheTtlMs = options.cacheTtlMs ?? 30_000
     this.maxCacheEntries = options.maxCacheEntries ?? 10_000
     this.touchIntervalMs = options.touchIntervalMs ?? 10_000
+    this.refused = new ExpiringSet(options.negativeTtlMs ?? 30_000, options.maxNegativeEntries ?? 10_000)
+    this.known = new ExpiringSet(KNOWN_GOOD_TTL_MS, this.maxCacheEntries)
+    this.lane = new BatchLane(async (items) => await this.lookupMany(items), {
+      intervalMs: 100, batchSize: 100, queueLimit: 1000, ...options.slowLane
+    })
   }
 
   async start (): Promise<void> {
@@ -65,6 +116,7 @@ export class Authenticator {
 
   async stop (): Promise<void> {
     clearInterval(this.touchTimer)
+    this.lane.close()
     this.offLocalChange?.()
     this.offLocalChange = undefined
     await this.unlisten?.()
@@ -76,18 +128,38 @@ export class Authenticator {
     return this.cache.size
   }
 
+  /** Refused credentials remembered (the negative cache). */
+  get refusedSize (): number {
+    return this.refused.size
+  }
+
   invalidate (): void {
     this.generation++
     this.cache.clear()
+    this.refused.clear()
+    this.inFlight.clear()
   }
 
   /** The caller behind a bearer secret, or null if it is unknown, expired, revoked or disabled. */
   async authenticate (secret: string): Promise<AuthContext | null> {
+    return await this.resolve(secret) as AuthContext | null
+  }
+
+  /**
+   * The caller behind a bearer secret, null if it is unknown, expired, revoked or disabled, or
+   * THROTTLED. A token this replica knows nothing about (not cached, not refused lately, not
+   * valid here lately) is looked up at once if `budget` admits it for `client`; otherwise it
+   * waits for the slow lane, and only when that is full the answer is THROTTLED. Without a
+   * budget every such token is looked up at once.
+   */
+  async resolve (secret: string, budget?: LookupBudget, client = ''): Promise<AuthContext | null | typeof THROTTLED> {
     const kind = kindOfSecret(secret)
     // API tokens and OAuth access tokens are bearer credentials; refresh tokens, codes and
-    // client secrets presented as bearers are refused without a lookup. Unprefixed secrets
-    // are API tokens issued before prefixes existed.
+    // client secrets presented as bearers are refused without a lookup, and so is anything with
+    // our prefix that we cannot have issued. Unprefixed secrets are API tokens issued before
+    // prefixes existed (of no known shape).
     if (kind !== undefined && kind !== 'apiToken' && kind !== 'accessToken') return null
+    if (kind !== undefined && !ISSUED_SECRET.test(secret.slice(TOKEN_PREFIX[kind].length))) return null
 
     const key = hashSecret(secret)
     const cacheKey = key.toString('base64')
@@ -96,33 +168,67 @@ export class Authenticator {
     if (cached !== undefined && cached.until > now) {
       return this.usable(cached.context, now)
     }
+    if (this.refused.has(cacheKey, now)) return null
 
-    const generation = this.generation
-    const context = kind === 'accessToken' ? await this.lookupAccessToken(key) : await this.lookupApiToken(key)
-    if (context === null) return null
-    if (generation === this.generation) {
-      if (this.cache.size >= this.maxCacheEntries) {
-        const oldest = this.cache.keys().next().value
-        if (oldest !== undefined) this.cache.delete(oldest)
+    let pending = this.inFlight.get(cacheKey)
+    if (pending === undefined) {
+      const lookup: Lookup = { hash: key, kind: kind === 'accessToken' ? 'access' : 'api' }
+      let started: Promise<AuthContext | null>
+      let release: (() => void) | undefined
+      if (budget === undefined || this.known.has(cacheKey, now)) {
+        started = this.lookupOne(lookup)
+      } else if (budget.take(client)) {
+        started = this.lookupOne(lookup)
+        release = () => { budget.release(client) }
+      } else {
+        const queued = this.lane.submit(lookup)
+        if (queued === undefined) return THROTTLED
+        started = queued
       }
-      const until = Math.min(now + this.cacheTtlMs, context.expiresAt?.getTime() ?? Infinity)
-      this.cache.set(cacheKey, { context, until })
+      pending = this.settle(cacheKey, started, release)
+      this.inFlight.set(cacheKey, pending)
     }
-    return this.usable(context, now)
+    const context = await pending
+    return context === null ? null : this.usable(context, Date.now())
   }
 
-  /** The caller behind a secret if this replica has it cached and it is still usable; never asks the database. */
-  fromCache (secret: string): AuthContext | null {
-    const cached = this.cache.get(hashSecret(secret).toString('base64'))
-    const now = Date.now()
-    if (cached === undefined || cached.until <= now) return null
-    return this.usable(cached.context, now)
+  /** Records what a lookup found (unless an invalidation raced it) and ends its budget admission. */
+  private async settle (cacheKey: string, lookup: Promise<AuthContext | null>, release: (() => void) | undefined): Promise<AuthContext | null> {
+    const generation = this.generation
+    try {
+      const context = await lookup
+      if (generation === this.generation) {
+        if (context === null) {
+          this.refused.add(cacheKey)
+          this.known.delete(cacheKey)
+        } else {
+          if (this.cache.size >= this.maxCacheEntries) {
+            const oldest = this.cache.keys().next().value
+            if (oldest !== undefined) this.cache.delete(oldest)
+          }
+          const now = Date.now()
+          this.cache.set(cacheKey, { context, until: Math.min(now + this.cacheTtlMs, context.expiresAt?.getTime() ?? Infinity) })
+          this.known.add(cacheKey, now)
+        }
+      }
+      return context
+    } finally {
+      // An invalidation cleared the map; a newer lookup of this key may be in it now.
+      if (generation === this.generation) this.inFlight.delete(cacheKey)
+      release?.()
+    }
   }
 
   private usable (context: AuthContext, now: number): AuthContext | null {
     if (context.expiresAt !== null && context.expiresAt.getTime() <= now) return null
     if (context.kind === 'api_token') this.touched.add(context.tokenId)
     return context
+  }
+
+  private async lookupOne ({ hash, kind }: Lookup): Promise<AuthContext | null> {
+    this.lookups.queries++
+    this.lookups.hashes++
+    return kind === 'access' ? await this.lookupAccessToken(hash) : await this.lookupApiToken(hash)
   }
 
   private async lookupApiToken (hash: Buffer): Promise<AuthContext | null> {
@@ -136,7 +242,7 @@ export class Authenticator {
 
   /** The token, its grant and its principal must all be live, and the audience must be this server. */
   private async lookupAccessToken (hash: Buffer): Promise<AuthContext | null> {
-    const rows = rowsOf<TokenRow & { resource: string, grant_revoked_at: Date | string | null }>(await this.database.db.execute(sql`
+    const rows = rowsOf<AccessTokenRow>(await this.database.db.execute(sql`
       select t.id, t.scopes, t.expires_at, t.revoked_at, t.resource, g.revoked_at as grant_revoked_at,
         p.id as principal_id, p.name as principal_name, p.scopes as principal_scopes, p.disabled_at,
         c.client_id
@@ -145,9 +251,46 @@ export class Authenticator {
         join principals p on p.id = g.principal_id
         join oauth_clients c on c.id = g.client_id
       where t.token_hash = ${hash} and t.kind = 'access'`))
-    const row = rows[0]
+    return this.accessContext(rows[0])
+  }
+
+  private accessContext (row: AccessTokenRow | undefined): AuthContext | null {
     if (row === undefined || row.grant_revoked_at !== null || row.resource !== this.resourceUrl) return null
     return toContext(row, 'oauth')
+  }
+
+  /**
+   * The slow lane's batch: the same lookups as above for many hashes at once, one query per
+   * kind. Hashes travel as one text parameter of hex digests (the same on both drivers).
+   */
+  private async lookupMany (items: Lookup[]): Promise<Array<AuthContext | null>> {
+    const hexes = (kind: LookupKind): string[] => items.filter((i) => i.kind === kind).map((i) => i.hash.toString('hex'))
+    const apiHashes = hexes('api')
+    const accessHashes = hexes('access')
+    this.lookups.batches++
+    this.lookups.queries += (apiHashes.length > 0 ? 1 : 0) + (accessHashes.length > 0 ? 1 : 0)
+    this.lookups.hashes += items.length
+    const hashList = (hexList: string[]): string => `{${hexList.join(',')}}`
+    const api = async (): Promise<Array<TokenRow & { hash: string }>> => apiHashes.length === 0 ? [] : rowsOf(await this.database.db.execute(sql`
+      select encode(t.token_hash, 'hex') as hash, t.id, t.scopes, t.expires_at, t.revoked_at,
+        p.id as principal_id, p.name as principal_name, p.scopes as principal_scopes, p.disabled_at
+      from api_tokens t join principals p on p.id = t.principal_id
+      where t.token_hash = any(array(select decode(h, 'hex') from unnest(${hashList(apiHashes)}::text[]) as h))`))
+    const access = async (): Promise<Array<AccessTokenRow & { hash: string }>> => accessHashes.length === 0 ? [] : rowsOf(await this.database.db.execute(sql`
+      select encode(t.token_hash, 'hex') as hash, t.id, t.scopes, t.expires_at, t.revoked_at, t.resource, g.revoked_at as grant_revoked_at,
+        p.id as principal_id, p.name as principal_name, p.scopes as principal_scopes, p.disabled_at,
+        c.client_id
+      from oauth_tokens t
+        join oauth_grants g on g.id = t.grant_id
+        join principals p on p.id = g.principal_id
+        join oauth_clients c on c.id = g.client_id
+      where t.token_hash = any(array(select decode(h, 'hex') from unnest(${hashList(accessHashes)}::text[]) as h)) and t.kind = 'access'`))
+    const [apiRows, accessRows] = await Promise.all([api(), access()])
+    const apiByHash = new Map(apiRows.map((r) => [r.hash, r]))
+    const accessByHash = new Map(accessRows.map((r) => [r.hash, r]))
+    return items.map(({ hash, kind }) => kind === 'access'
+      ? this.accessContext(accessByHash.get(hash.toString('hex')))
+      : toContext(apiByHash.get(hash.toString('hex')), 'api_token'))
   }
 
   async flushTouches (): Promise<void> {
