@@ -4,8 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import autocannon, { type Options as LoadOptions } from 'autocannon'
 import { BENCH_SERVER_URL, createBenchDatabase } from './lib/database.ts'
 import { percentile } from './lib/load.ts'
-import type { OurServer } from './lib/ours.ts'
-import { freePort, spawnServer, waitUntil } from './lib/processes.ts'
+import { startOurServer, type OurServer } from './lib/ours.ts'
 import { callTool, isSuccessfulToolReply, rpcHeaders, toolCallBody } from './lib/rpc.ts'
 
 export interface FloodOptions {
@@ -170,27 +169,7 @@ class FrontendReader {
 
 /** Our server as production runs it, with its rate limits ON (RATE_LIMIT_MULTIPLIER=1), unlike every other bench mode. */
 async function startServer (databaseUrl: string): Promise<OurServer> {
-  const port = await freePort()
-  const adminPort = await freePort()
-  const process = await spawnServer({
-    name: 'flood',
-    script: 'src/server.ts',
-    port,
-    env: {
-      HOST: '127.0.0.1',
-      ADMIN_HOST: '127.0.0.1',
-      ADMIN_PORT: String(adminPort),
-      ADMIN_TOKEN: '',
-      PUBLIC_URL: `http://localhost:${port}`,
-      DATABASE_URL: databaseUrl,
-      RATE_LIMIT_MULTIPLIER: '1',
-      LOG_LEVEL: 'warn'
-    }
-  })
-  const server: OurServer = { ...process, mcpUrl: `${process.url}/mcp`, adminUrl: `http://127.0.0.1:${adminPort}` }
-  await waitUntil('flood server', async () => (await fetch(`${server.url}/readyz`)).status === 200, 90_000, server)
-  await waitUntil('flood server admin', async () => (await fetch(`${server.adminUrl}/healthz`)).status === 200, 30_000, server)
-  return server
+  return await startOurServer('flood', databaseUrl, [], { RATE_LIMIT_MULTIPLIER: '1' })
 }
 
 async function admin (server: OurServer, path: string, body: unknown = {}): Promise<any> {

@@ -10,7 +10,7 @@ export interface OurServer extends ServerProcess {
  * The real server (src/server.ts) in its own process on a PostgreSQL database, as production
  * runs it, with rate limits off (RATE_LIMIT_MULTIPLIER=0) and LOG_LEVEL=warn.
  */
-export async function startOurServer (name: string, databaseUrl: string, nodeArgs: string[] = []): Promise<OurServer> {
+export async function startOurServer (name: string, databaseUrl: string, nodeArgs: string[] = [], env: Record<string, string> = {}): Promise<OurServer> {
   const port = await freePort()
   const adminPort = await freePort()
   const process = await spawnServer({
@@ -27,7 +27,8 @@ export async function startOurServer (name: string, databaseUrl: string, nodeArg
       PUBLIC_URL: `http://localhost:${port}`,
       DATABASE_URL: databaseUrl,
       RATE_LIMIT_MULTIPLIER: '0',
-      LOG_LEVEL: 'warn'
+      LOG_LEVEL: 'warn',
+      ...env
     }
   })
   const server: OurServer = { ...process, mcpUrl: `${process.url}/mcp`, adminUrl: `http://127.0.0.1:${adminPort}` }
