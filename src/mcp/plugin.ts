@@ -11,8 +11,6 @@ import {
 import { createScopeCheck } from './scope-check.ts'
 import { rpcCodeOf, UNAVAILABLE_ERROR_CODE } from './tool-call.ts'
 
-export { MCP_BODY_LIMIT }
-
 /**
  * `/mcp`: MCP Streamable HTTP, stateless, both protocol eras (2026-07-28 and the 2025
  * revisions). A request meets, in order: the Origin check, bearer authentication, the scope

@@ -29,7 +29,7 @@ const CACHE_HINTS = {
 } as const
 
 /** Our AuthContext travels to SDK handlers inside the SDK's AuthInfo. */
-export function toAuthInfo (auth: AuthContext): AuthInfo {
+function toAuthInfo (auth: AuthContext): AuthInfo {
   return { token: String(auth.tokenId), clientId: auth.clientId ?? '', scopes: auth.scopes, extra: { context: auth } }
 }
 
