@@ -1,7 +1,9 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http'
+import { request as httpsRequest } from 'node:https'
 import dnsPromises from 'node:dns/promises'
 import { syncBuiltinESMExports } from 'node:module'
-import { Socket, type AddressInfo } from 'node:net'
+import { connect as netConnect, Socket, type AddressInfo } from 'node:net'
+import { connect as tlsConnect } from 'node:tls'
 import fc from 'fast-check'
 import type { LightMyRequestResponse } from 'fastify'
 import t, { type Test } from 'tap'
@@ -483,19 +485,39 @@ t.test('token confusion: refresh tokens, codes, client secrets and admin tokens 
 // not assumed.
 
 interface Connection { host: string, port: number }
+/**
+ * Records every TCP connect of the process (TLS ones included: tls.connect hands net its options
+ * with `path: null`, so only a string `path`, a Unix socket, is left out).
+ */
 function recordConnections (t: Test, ignorePort: number | undefined): Connection[] {
   const seen: Connection[] = []
   const original = Socket.prototype.connect
   Socket.prototype.connect = function (this: Socket, ...args: unknown[]) {
     // connect(options), connect(port, host) or, from net.connect, one normalized [options, callback] array.
     const first = Array.isArray(args[0]) ? args[0][0] : args[0]
-    const options = (typeof first === 'object' && first !== null ? first : { port: first, host: args[1] }) as { host?: string, port?: number | string, path?: string }
-    if (options.path === undefined && Number(options.port) !== ignorePort) seen.push({ host: String(options.host ?? 'localhost'), port: Number(options.port) })
+    const options = (typeof first === 'object' && first !== null ? first : { port: first, host: args[1] }) as { host?: string, port?: number | string, path?: string | null }
+    if (typeof options.path !== 'string' && Number(options.port) !== ignorePort) seen.push({ host: String(options.host ?? 'localhost'), port: Number(options.port) })
     return (original as (...a: unknown[]) => Socket).apply(this, args)
   } as typeof Socket.prototype.connect
   t.teardown(() => { Socket.prototype.connect = original })
   return seen
 }
+
+t.test('self-check: the connection recorder sees plain, https and TLS connects (not Unix sockets)', async (t) => {
+  const closed = createServer()
+  await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve))
+  const port = (closed.address() as AddressInfo).port
+  await new Promise<void>((resolve) => closed.close(() => resolve()))
+  const connections = recordConnections(t, undefined)
+  const attempt = async (open: () => { on: (event: 'error', listener: () => void) => unknown }): Promise<void> => {
+    await new Promise<void>((resolve) => { open().on('error', () => resolve()) })
+  }
+  await attempt(() => httpsRequest({ host: '127.0.0.1', port, path: '/', agent: false }).end())
+  await attempt(() => tlsConnect({ host: '127.0.0.1', port }))
+  await attempt(() => netConnect({ host: '127.0.0.1', port }))
+  await attempt(() => netConnect({ path: '/nonexistent/bus-test.sock' }))
+  t.same(connections, [{ host: '127.0.0.1', port }, { host: '127.0.0.1', port }, { host: '127.0.0.1', port }], 'https, tls and net connects recorded; the Unix socket not')
+})
 
 /** Replaces the system resolver the SSRF guard uses (node:dns/promises lookup) for the names in `answers`. */
 function fakeDns (t: Test, answers: Record<string, Array<{ address: string, family: 4 | 6 }>>): string[] {
