@@ -357,8 +357,12 @@ async function checkCaddyProxying () {
 /** Discovery through Caddy, as claude.ai does it: PRM and AS metadata name PUBLIC_URL exactly. */
 async function checkOAuthDiscovery () {
   const as = await request(`${PUBLIC_URL}/.well-known/oauth-authorization-server`)
-  if (as.status === 404) {
-    console.log('# skip - OAuth discovery: /.well-known/oauth-authorization-server is 404 (authorization server not in this build)')
+  if (as.status !== 200) {
+    // Never a skip: this build has an authorization server, so a 404 here means the image, the
+    // Caddyfile or the routing lost it, and the OAuth flow below cannot run. Counted as a failure.
+    await check('OAuth discovery through Caddy: /.well-known/oauth-authorization-server answers', async () => {
+      assert(false, `HTTP ${as.status} ${as.text.slice(0, 200)}: the authorization server metadata is missing through Caddy, so the OAuth flow through Caddy was not run`)
+    })
     return false
   }
   await check('OAuth discovery through Caddy: PRM resource is PUBLIC_URL/mcp, issuer is PUBLIC_URL byte for byte', async () => {

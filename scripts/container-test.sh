@@ -29,7 +29,12 @@
 #   CONTAINER_TEST_REBUILD_STANDINS=1   rebuild the stand-in base images
 #   CONTAINER_TEST_STORAGE_DRIVER=vfs|overlay   force a storage driver
 #
-# Exit 0: every check passed, or podman genuinely cannot run on this machine (a SKIP line says why).
+# Exit status:
+#   0  every check passed;
+#   1  something failed (a build, the stack, a check);
+#   3  cannot run here: not root, `podman info` fails, or podman cannot run a container on this
+#      machine (a "CANNOT RUN HERE" line says why). Nothing was checked: this is not a pass, and
+#      .ci/run reports it as a failure unless ALLOW_CONTAINER_SKIP=1.
 set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -39,8 +44,10 @@ APP_IMAGE=localhost/bus-mcp-server:latest
 STARTED=$(date +%s)
 
 log () { printf '[container-test %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+readonly EXIT_CANNOT_RUN=3
 die () { log "FAIL: $*"; exit 1; }
-skip () { log "SKIP: $*"; echo "container test skipped: $*"; exit 0; }
+# Not a pass: nothing was checked. A distinct status, so the caller can tell it from both.
+cannot_run () { log "CANNOT RUN HERE: $*"; echo "container test cannot run here (nothing was checked): $*"; exit "$EXIT_CANNOT_RUN"; }
 
 # Every podman call goes through here: runc, and a storage root of this test's own (its images are
 # the layer cache across runs), so podman storage set up otherwise on the machine (another driver,
@@ -84,7 +91,7 @@ install_tools () {
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null && sudo -n true 2>/dev/null || skip "needs root to install ${missing[*]} (apt-get)"
+    command -v sudo >/dev/null && sudo -n true 2>/dev/null || cannot_run "needs root to install ${missing[*]} (apt-get)"
     SUDO=sudo
   fi
   log "installing ${missing[*]}"
@@ -114,12 +121,12 @@ PY
 }
 
 configure_podman () {
-  [ "$(id -u)" -eq 0 ] || skip "runs rootful podman (needs root; this machine's rootless podman is not set up)"
+  [ "$(id -u)" -eq 0 ] || cannot_run "runs rootful podman (needs root; this machine's rootless podman is not set up)"
   choose_storage
   # What podman needs on these machines (issue 4): no default ulimits, and runc.
   toml_ensure /etc/containers/containers.conf containers default_ulimits '[]'
   toml_ensure /etc/containers/containers.conf engine runtime '"runc"'
-  pm info >/dev/null 2>&1 || skip "podman info fails on this machine: $(pm info 2>&1 | tail -1)"
+  pm info >/dev/null 2>&1 || cannot_run "podman info fails on this machine: $(pm info 2>&1 | tail -1)"
 }
 
 # ---- 2. stand-in base images ---------------------------------------------------------------------
@@ -459,7 +466,7 @@ main () {
   log "stand-in base images: $NODE_IMAGE, $PG_IMAGE, $CADDY_IMAGE"
   build_standins
   pm run --rm --network=host "$BASE_IMAGE" true >/dev/null 2>&1 \
-    || skip "podman cannot run a container here: $(pm run --rm --network=host "$BASE_IMAGE" true 2>&1 | tail -1)"
+    || cannot_run "podman cannot run a container here: $(pm run --rm --network=host "$BASE_IMAGE" true 2>&1 | tail -1)"
 
   log "podman build --pull=never of the repo's Dockerfile as $APP_IMAGE"
   local t0=$(date +%s)
