@@ -340,12 +340,18 @@ t.test('CSRF on consent: a submission needs this browser\'s per-transaction cook
   assertShown(t, await submitConsent(server, victim.action, form, { cookie: `${victim.cookie.split('=')[0] ?? ''}=${other.cookie.split('=')[1] ?? ''}` }), 'this cookie name with another transaction\'s value', 403)
   assertShown(t, await submitConsent(server, victim.action, form, { cookie: `${victim.cookie.split('=')[0] ?? ''}=` }), 'an empty cookie value', 403)
   assertShown(t, await submitConsent(server, victim.action, form, crossSite), 'a cross-site form POST as a browser sends it (Origin and Sec-Fetch-Site of another site, no cookie)', 403)
+  // A browser that did send the cookie cross-site (an old browser without SameSite, a SameSite=None
+  // policy, or an extension): the right cookie and transaction, refused for Sec-Fetch-Site alone.
+  const crossSiteWithCookie = await submitConsent(server, victim.action, form, { ...crossSite, cookie: victim.cookie })
+  assertShown(t, crossSiteWithCookie, 'a cross-site form POST that carries this transaction\'s own cookie', 403)
+  t.match(crossSiteWithCookie.body, /submitted from another site/, '... refused because it came from another site, not for its cookie')
+  t.equal(crossSiteWithCookie.headers['set-cookie'], undefined, '... and the cookie is not cleared (the person\'s own tab still works)')
   assertShown(t, await submitConsent(server, victim.action, { ...form, transaction: other.transaction }, { cookie: victim.cookie }), 'another transaction with this cookie', 403)
   assertShown(t, await submitConsent(server, victim.action, { ...form, transaction: 'guessed-transaction' }, { cookie: victim.cookie }), 'a guessed transaction')
   t.equal(await count(server, 'oauth_codes'), codesBefore, 'no code was issued')
 
-  const real = await submitConsent(server, victim.action, form, { cookie: victim.cookie })
-  t.equal(real.statusCode, 303, 'the person\'s own browser, with its cookie, still approves')
+  const real = await submitConsent(server, victim.action, form, { cookie: victim.cookie, 'sec-fetch-site': 'same-origin', 'sec-fetch-mode': 'navigate', origin: server.config.publicUrl })
+  t.equal(real.statusCode, 303, 'the person\'s own browser (same-origin), with its cookie, still approves')
   t.ok(locationOf(real)?.searchParams.get('code'))
   const replayed = await submitConsent(server, victim.action, form, { cookie: victim.cookie })
   assertShown(t, replayed, 'the same submission replayed')
