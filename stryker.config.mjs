@@ -1,0 +1,74 @@
+// Mutation testing of the security-critical modules (issue 16; results in docs/security.md).
+// `npm run mutate` runs test/mutation/mutate.ts, which runs Stryker once per module below with
+// STRYKER_MODULE set; `npm run mutate -- pkce ssrf` runs only those. One module by hand:
+//   STRYKER_MODULE=pkce npx stryker run
+//
+// The command runner runs, for each mutant, only the focused tests of the mutated module, each
+// file with plain `node` (Node strips the types; the instrumenter's output is TypeScript Node can
+// run, and `disableTypeChecks` keeps it from needing the compiler), on the embedded database,
+// and stops at the first failing file.
+
+/** name → the files (or `file:line-line` ranges) mutated, and the test files that must kill them. */
+export const modules = {
+  pkce: {
+    mutate: ['src/oauth/pkce.ts'],
+    tests: ['test/unit/pkce.test.ts']
+  },
+  'redirect-uri': {
+    mutate: ['src/oauth/redirect-uri.ts'],
+    tests: ['test/unit/redirect-uri.test.ts']
+  },
+  secrets: {
+    mutate: ['src/lib/secrets.ts'],
+    tests: ['test/unit/secrets.test.ts']
+  },
+  grants: {
+    // redeemCode, refreshTokens, and the issueTokens and revokeGrant they call.
+    mutate: ['src/oauth/grants.ts:63-95', 'src/oauth/grants.ts:110-142', 'src/oauth/grants.ts:164-196'],
+    tests: ['test/integration/grants.test.ts', 'test/integration/oauth-token.test.ts']
+  },
+  'client-auth': {
+    mutate: ['src/oauth/client-auth.ts'],
+    tests: ['test/unit/client-auth.test.ts']
+  },
+  bearer: {
+    mutate: ['src/auth/bearer.ts', 'src/auth/challenge.ts'],
+    tests: ['test/unit/bearer.test.ts', 'test/unit/challenge.test.ts']
+  },
+  ssrf: {
+    mutate: ['src/oauth/ssrf-guard.ts'],
+    tests: ['test/unit/ssrf-guard.test.ts']
+  },
+  consent: {
+    // The consent form's CSRF cookie and Sec-Fetch-Site checks (authorize.ts), and the framing headers (consent-page.ts).
+    // Line ranges: the secure-cookie flag, setting the cookie, the Sec-Fetch-Site and cookie checks, clearing it,
+    // csrfCookie, csrfCookieName and readCookie; setPageHeaders. Update them when authorize.ts moves.
+    mutate: ['src/oauth/authorize.ts:50-50', 'src/oauth/authorize.ts:91-91', 'src/oauth/authorize.ts:205-213', 'src/oauth/authorize.ts:219-219',
+      'src/oauth/authorize.ts:261-263', 'src/oauth/authorize.ts:283-294', 'src/oauth/consent-page.ts:39-49'],
+    tests: ['test/integration/consent-checks.test.ts']
+  }
+}
+
+const name = process.env.STRYKER_MODULE ?? 'pkce'
+const selected = modules[name]
+if (selected === undefined) throw new Error(`STRYKER_MODULE=${name} is not one of ${Object.keys(modules).join(', ')}`)
+
+export default {
+  testRunner: 'command',
+  commandRunner: { command: selected.tests.map((file) => `node ${file}`).join(' && ') },
+  coverageAnalysis: 'off',
+  mutate: selected.mutate,
+  // A 2-core machine: two mutants at a time.
+  concurrency: 2,
+  timeoutMS: 20000,
+  timeoutFactor: 2,
+  disableTypeChecks: true,
+  checkers: [],
+  reporters: ['clear-text', 'progress-append-only', 'json'],
+  jsonReporter: { fileName: `reports/mutation/${name}.json` },
+  clearTextReporter: { allowColor: false, logTests: false, maxTestsToLog: 0 },
+  tempDirName: '.stryker-tmp',
+  cleanTempDir: true,
+  ignorePatterns: ['reports', 'bench', 'docs', 'data', '.tap', 'coverage', 'dist', '.ci', 'drizzle.config.ts'],
+  thresholds: { high: 95, low: 90, break: null }
+}
