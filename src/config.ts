@@ -24,6 +24,8 @@ export interface Config {
   authCodeTtl: number
   allowedOrigins: string[]
   rateLimitMultiplier: number
+  /** Open subscriptions/listen streams one replica holds at most (MAX_LISTEN_STREAMS). */
+  maxListenStreams: number
   logLevel: LogLevel
   /** Messages and audit rows older than this many days are purged; 0 keeps them forever. */
   messageRetentionDays: number
@@ -151,6 +153,7 @@ export function loadConfig (env: Env = process.env): Config {
     authCodeTtl,
     allowedOrigins: [...new Set([...DEFAULT_ALLOWED_ORIGINS, publicUrl, ...readOrigins(read('ALLOWED_ORIGINS'))])],
     rateLimitMultiplier,
+    maxListenStreams: readNumber(read, 'MAX_LISTEN_STREAMS', 2000, 1, 100_000, true),
     logLevel: logLevel as LogLevel,
     messageRetentionDays: readNumber(read, 'MESSAGE_RETENTION_DAYS', 0, 0, 36500, true),
     auditRetentionDays: readNumber(read, 'AUDIT_RETENTION_DAYS', 90, 0, 36500, true),

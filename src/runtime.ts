@@ -2,9 +2,12 @@ import type { FastifyBaseLogger } from 'fastify'
 import { AuditLog } from './audit/audit-log.ts'
 import { Authenticator, type AuthenticatorOptions } from './auth/authenticator.ts'
 import { Bus } from './bus/bus.ts'
+import { BusEvents } from './bus/events.ts'
 import type { Config } from './config.ts'
 import { openDatabase, type Database } from './db/client.ts'
 import { migrate } from './db/migrate.ts'
+import { ListenHub, type ListenHubOptions } from './mcp/listen.ts'
+import { BusResources } from './mcp/resources.ts'
 import { SdkEndpoint } from './mcp/sdk-server.ts'
 import { createToolCaller, type ToolCaller } from './mcp/tool-call.ts'
 import { Maintenance } from './operations/maintenance.ts'
@@ -20,12 +23,21 @@ export interface Runtime {
   database: Database
   authenticator: Authenticator
   bus: Bus
+  /** Bus events from every replica (LISTEN/NOTIFY): long-polls and listen streams hear sends here. */
+  events: BusEvents
+  /** subscriptions/listen streams open on this replica. */
+  listen: ListenHub
   audit: AuditLog
   /** The tools/call handler: /mcp's direct path and the SDK servers both run it. */
   callTool: ToolCaller
   /** The SDK v2 side of /mcp (everything but the direct tools/call path). */
   mcp: SdkEndpoint
   metrics: Metrics
+  /**
+   * The first step of a shutdown, before the listeners close: long-polls answer now with what
+   * they have and listen streams end gracefully, so closing does not wait for them.
+   */
+  release: () => void
   close: () => Promise<void>
 }
 
@@ -38,6 +50,8 @@ export interface RuntimeOptions {
   authenticator?: AuthenticatorOptions
   /** Run the periodic purge (default true; tests call purgeOnce themselves). */
   maintenance?: boolean
+  /** Listen-stream settings beyond MAX_LISTEN_STREAMS (tests shorten keep-alives and re-checks). */
+  listen?: Partial<ListenHubOptions>
 }
 
 export async function startRuntime (config: Config, log: FastifyBaseLogger, options: RuntimeOptions = {}): Promise<Runtime> {
@@ -45,14 +59,19 @@ export async function startRuntime (config: Config, log: FastifyBaseLogger, opti
   try {
     await migrate(database, config.databaseUrl)
     const authenticator = new Authenticator(database, { ...options.authenticator, resourceUrl: config.resourceUrl })
-    const bus = new Bus(database)
+    const events = new BusEvents(database, (err) => { log.warn({ err }, 'could not publish a bus event') })
+    const bus = new Bus(database, events)
     const audit = new AuditLog(database, log)
+    const listen = new ListenHub(events, authenticator, log, { maxStreams: config.maxListenStreams, ...options.listen })
     await authenticator.start()
-    await bus.start()
+    bus.start()
+    listen.start()
+    await events.start()
     const callTool = createToolCaller({ bus, audit, log })
-    const mcp = new SdkEndpoint(callTool)
+    const mcp = new SdkEndpoint(callTool, new BusResources(bus), log)
     const metrics = new Metrics({
       waitingLongPolls: () => bus.waiters.size,
+      openListenStreams: () => listen.size,
       cachedCredentials: () => authenticator.cacheSize,
       databasePoolMax: database.kind === 'postgres' ? DATABASE_POOL_SIZE : 1,
       databaseKind: database.kind
@@ -66,13 +85,21 @@ export async function startRuntime (config: Config, log: FastifyBaseLogger, opti
       database,
       authenticator,
       bus,
+      events,
+      listen,
       audit,
       callTool,
       mcp,
       metrics,
+      release () {
+        bus.stop()
+        listen.close()
+      },
       async close () {
         await maintenance.stop()
-        await bus.stop()
+        bus.stop()
+        listen.close()
+        await events.stop()
         await mcp.close()
         await authenticator.stop()
         await audit.flush()

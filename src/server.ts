@@ -61,8 +61,9 @@ const admin = await buildAdminApp(runtime)
 closeWithGrace({ delay: 30_000, logger: log }, async ({ signal, err }) => {
   if (err !== undefined) log.error({ err }, 'shutting down after an error')
   else log.info({ signal }, 'shutting down: finishing in-flight requests')
-  // Long-polls answer now with what they have, so the close below does not wait 25 s for them.
-  await runtime.bus.stop()
+  // Long-polls answer now with what they have and listen streams end gracefully, so the close
+  // below does not wait for them.
+  runtime.release()
   await Promise.all([app.close(), admin.close()])
   await runtime.close()
 })

@@ -82,6 +82,7 @@ export class Authenticator {
   /** Bumped on every invalidation: a lookup that raced one must not repopulate the cache. */
   private generation = 0
   private readonly touched = new Set<number>()
+  private readonly invalidationListeners = new Set<() => void>()
   private touchTimer: NodeJS.Timeout | undefined
   private unlisten: (() => Promise<void>) | undefined
   private offLocalChange: (() => void) | undefined
@@ -138,6 +139,43 @@ export class Authenticator {
     this.cache.clear()
     this.refused.clear()
     this.inFlight.clear()
+    for (const listener of this.invalidationListeners) listener()
+  }
+
+  /** Runs `listener` after every auth change, made here or on another replica (and after a listener reconnect). */
+  onInvalidate (listener: () => void): () => void {
+    this.invalidationListeners.add(listener)
+    return () => { this.invalidationListeners.delete(listener) }
+  }
+
+  /**
+   * Of these credentials (held by long-lived streams), the ones still live now, with their
+   * scopes as they are now: not revoked or expired, the principal not disabled, the grant of an
+   * access token not revoked. Keyed by `credentialKey`. One query per kind.
+   */
+  async liveCredentials (contexts: readonly AuthContext[]): Promise<Map<string, AuthContext['scopes']>> {
+    const ids = (kind: AuthContext['kind']): string => `{${[...new Set(contexts.filter((c) => c.kind === kind).map((c) => c.tokenId))].join(',')}}`
+    const live = new Map<string, AuthContext['scopes']>()
+    const collect = (kind: AuthContext['kind'], rows: Array<{ id: string | number, scopes: string[], principal_scopes: string[] }>): void => {
+      for (const row of rows) live.set(`${kind}:${Number(row.id)}`, effectiveScopes(row.scopes, row.principal_scopes))
+    }
+    if (contexts.some((c) => c.kind === 'api_token')) {
+      collect('api_token', rowsOf(await this.database.db.execute(sql`
+        select t.id, t.scopes, p.scopes as principal_scopes
+        from api_tokens t join principals p on p.id = t.principal_id
+        where t.id in (select unnest(${ids('api_token')}::bigint[]))
+          and t.revoked_at is null and (t.expires_at is null or t.expires_at > now()) and p.disabled_at is null`)))
+    }
+    if (contexts.some((c) => c.kind === 'oauth')) {
+      collect('oauth', rowsOf(await this.database.db.execute(sql`
+        select t.id, t.scopes, p.scopes as principal_scopes
+        from oauth_tokens t
+          join oauth_grants g on g.id = t.grant_id
+          join principals p on p.id = g.principal_id
+        where t.id in (select unnest(${ids('oauth')}::bigint[])) and t.kind = 'access'
+          and t.revoked_at is null and t.expires_at > now() and g.revoked_at is null and p.disabled_at is null`)))
+    }
+    return live
   }
 
   /** The caller behind a bearer secret, or null if it is unknown, expired, revoked or disabled. */
@@ -316,4 +354,9 @@ function toContext (row: TokenRow | undefined, kind: AuthContext['kind']): AuthC
     scopes: effectiveScopes(row.scopes, row.principal_scopes),
     expiresAt
   }
+}
+
+/** Identifies a credential across kinds (API token and OAuth access token ids overlap). */
+export function credentialKey (context: Pick<AuthContext, 'kind' | 'tokenId'>): string {
+  return `${context.kind}:${context.tokenId}`
 }

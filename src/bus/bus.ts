@@ -5,6 +5,7 @@ import {
   assertStorableJson, assertStorableText, BusInputError, CHANNEL_NAME_PATTERN, DEFAULT_READ_LIMIT,
   MAX_BODY_BYTES, MAX_METADATA_BYTES, MAX_READ_LIMIT, MAX_WAIT_SECONDS
 } from './limits.ts'
+import { BUS_EVENTS_CHANNEL, channelTopic, inboxTopic, messagePayloadPrefix, type BusEvents } from './events.ts'
 import { Waiters } from './waiters.ts'
 
 export interface Caller { principalId: number, principalName: string }
@@ -23,9 +24,6 @@ export interface BusMessage {
   created_at: string
 }
 
-/** The NOTIFY channel carrying "c:<channel id>" or "p:<recipient principal id>" on every send. */
-export const MESSAGES_NOTIFY_CHANNEL = 'bus_messages'
-
 type Stream = { kind: 'channel', key: string, name: string, channelId: number } | { kind: 'inbox', key: string }
 
 /**
@@ -33,31 +31,32 @@ type Stream = { kind: 'channel', key: string, name: string, channelId: number } 
  * Every method takes the caller explicitly; authorisation (scopes) happens before it is called.
  */
 export class Bus {
+  /** Long-polls waiting, keyed by the topic they read (a channel's URI, or a principal's inbox). */
   readonly waiters = new Waiters()
-  private unlisten: (() => Promise<void>) | undefined
+  private readonly unsubscribe: Array<() => void> = []
 
   private readonly database: Database
+  private readonly events: BusEvents
 
-  constructor (database: Database) {
+  constructor (database: Database, events: BusEvents) {
     this.database = database
+    this.events = events
   }
 
-  /** Starts listening for sends from every process sharing the database (LISTEN/NOTIFY). */
-  async start (): Promise<void> {
-    this.unlisten = await this.database.listen(
-      MESSAGES_NOTIFY_CHANNEL,
-      (payload) => { this.waiters.wake(payload) },
+  /** Wakes long-polls on sends from every process sharing the database (src/bus/events.ts). */
+  start (): void {
+    this.unsubscribe.push(
+      this.events.subscribe((event) => { if (event.kind === 'resource_updated') this.waiters.wake(event.uri) }),
       // A notification sent while the listening connection was down is lost: wake every waiter
       // so it queries again instead of sleeping through a message.
-      () => { this.waiters.wakeAll() }
+      this.events.onResync(() => { this.waiters.wakeAll() })
     )
   }
 
   /** Wakes long-polls so they answer now (graceful shutdown), then stops listening. */
-  async stop (): Promise<void> {
+  stop (): void {
     this.waiters.shutdown()
-    await this.unlisten?.()
-    this.unlisten = undefined
+    for (const off of this.unsubscribe.splice(0)) off()
   }
 
   async send (caller: Caller, input: SendInput): Promise<{ id: number, channel: string | null, to: string | null, created_at: string }> {
@@ -84,7 +83,7 @@ export class Bus {
       const channel = checkChannelName(input.channel)
       // One statement, so one round trip and atomic. Taking the bus_state row first serialises
       // id assignment with commit order (see schema.ts); the channel is created on first post.
-      const rows = rowsOf<{ id: string | number, created_at: Date | string }>(await this.database.db.execute(sql`
+      const rows = rowsOf<{ id: string | number, created_at: Date | string, created: boolean }>(await this.database.db.execute(sql`
         with seq as (
           update bus_state set last_message_id = last_message_id + 1 where id = 1 returning last_message_id
         ), ch as (
@@ -92,14 +91,17 @@ export class Bus {
           values (${channel}, ${caller.principalId}, 1, (select last_message_id from seq))
           on conflict (name) do update
             set message_count = channels.message_count + 1, last_message_id = excluded.last_message_id
-          returning id
+          returning id, (xmax = 0) as created
         ), msg as (
           insert into messages (id, channel_id, sender_id, body, metadata)
           select seq.last_message_id, ch.id, ${caller.principalId}, ${body}, ${metadataJson}::jsonb from seq, ch
-          returning id, channel_id, created_at
+          returning id, created_at
         )
-        select msg.id, msg.created_at, pg_notify(${MESSAGES_NOTIFY_CHANNEL}, 'c:' || msg.channel_id) from msg`))
+        select msg.id, msg.created_at, ch.created, pg_notify(${BUS_EVENTS_CHANNEL}, ${messagePayloadPrefix(channelTopic(channel))} || msg.id)
+        from msg, ch`))
       const row = firstRow(rows)
+      // A new channel is a new resource: tell listeners that asked for list changes.
+      if (row.created) this.events.publish({ kind: 'resources_list_changed' })
       return { id: Number(row.id), channel, to: null, created_at: toIso(row.created_at) }
     }
 
@@ -112,25 +114,33 @@ export class Bus {
         select last_message_id, ${recipient.id}, ${caller.principalId}, ${body}, ${metadataJson}::jsonb from seq
         returning id, created_at
       )
-      select msg.id, msg.created_at, pg_notify(${MESSAGES_NOTIFY_CHANNEL}, ${`p:${recipient.id}`}) from msg`))
+      select msg.id, msg.created_at, pg_notify(${BUS_EVENTS_CHANNEL}, ${messagePayloadPrefix(inboxTopic(recipient.id))} || msg.id) from msg`))
     const row = firstRow(rows)
     return { id: Number(row.id), channel: null, to: recipient.name, created_at: toIso(row.created_at) }
   }
 
   /**
    * Messages on one stream after a cursor, oldest first. With `waitSeconds`, waits until at
-   * least one arrives (from any replica), the time is up, the client goes away, or shutdown.
+   * least one arrives (from any replica), the time is up, the client goes away, or shutdown;
+   * a channel nobody has posted to yet is then waited for too (its first message creates it).
    */
   async read (caller: Caller, input: ReadInput, signal?: AbortSignal): Promise<{ stream: string, messages: BusMessage[], next_after: number, cursor: number, waited_ms: number }> {
     const limit = checkInteger(input.limit ?? DEFAULT_READ_LIMIT, 'limit', 1, MAX_READ_LIMIT)
     const waitSeconds = checkNumber(input.waitSeconds ?? 0, 'wait_seconds', 0, MAX_WAIT_SECONDS)
     if (input.after !== undefined) checkInteger(input.after, 'after', 0, Number.MAX_SAFE_INTEGER)
-    const stream = await this.resolveStream(input.channel)
+    const started = Date.now()
+    const deadline = started + waitSeconds * 1000
+    const stream = waitSeconds > 0 && input.channel !== undefined
+      ? await this.awaitChannel(checkChannelName(input.channel), deadline, signal)
+      : await this.resolveStream(input.channel)
+    if (stream === undefined) {
+      // Still no such channel when the wait ended: nothing to read yet, as on an empty channel.
+      const after = input.after ?? 0
+      return { stream: input.channel ?? INBOX_STREAM, messages: [], next_after: after, cursor: 0, waited_ms: Date.now() - started }
+    }
     const cursor = await this.cursorOf(caller, stream)
     const after = input.after ?? cursor
 
-    const started = Date.now()
-    const deadline = started + waitSeconds * 1000
     for (;;) {
       // Subscribe before querying, so a message committed between the query and the wait
       // still wakes us.
@@ -195,6 +205,32 @@ export class Bus {
     }
   }
 
+  /**
+   * What `resources/read` shows of a stream: its latest messages (at most `limit`, oldest
+   * first), the newest id and the caller's cursor. Undefined for a channel that does not exist.
+   */
+  async latest (caller: Caller, channel: string | undefined, limit: number): Promise<{ stream: string, messages: BusMessage[], newest_id: number, cursor: number } | undefined> {
+    const stream = channel === undefined ? { kind: 'inbox', key: INBOX_STREAM } as const : await this.findChannel(checkChannelName(channel))
+    if (stream === undefined) return undefined
+    const messages = await this.query(caller, stream, 0, checkInteger(limit, 'limit', 1, MAX_READ_LIMIT), 'newest')
+    return {
+      stream: stream.kind === 'inbox' ? INBOX_STREAM : stream.name,
+      messages,
+      newest_id: messages.at(-1)?.id ?? 0,
+      cursor: await this.cursorOf(caller, stream)
+    }
+  }
+
+  /** One page of channel names in name order, after `afterName` ('' for the first page). */
+  async channelPage (afterName: string, limit: number): Promise<{ channels: Array<{ name: string, messages: number, last_message_id: number }>, more: boolean }> {
+    const rows = rowsOf<{ name: string, message_count: string | number, last_message_id: string | number }>(await this.database.db.execute(sql`
+      select name, message_count, last_message_id from channels where name > ${afterName} order by name limit ${limit + 1}`))
+    return {
+      channels: rows.slice(0, limit).map((r) => ({ name: r.name, messages: Number(r.message_count), last_message_id: Number(r.last_message_id) })),
+      more: rows.length > limit
+    }
+  }
+
   async principals (): Promise<{ principals: Array<{ name: string, scopes: string[], disabled: boolean, created_at: string }> }> {
     const rows = rowsOf<{ name: string, scopes: string[], disabled_at: Date | string | null, created_at: Date | string }>(
       await this.database.db.execute(sql`select name, scopes, disabled_at, created_at from principals order by name`))
@@ -203,20 +239,23 @@ export class Bus {
     }
   }
 
-  private async query (caller: Caller, stream: Stream, after: number, limit: number): Promise<BusMessage[]> {
+  /** Messages after `after`: the oldest `limit` of them, or the newest (still returned oldest first). */
+  private async query (caller: Caller, stream: Stream, after: number, limit: number, end: 'oldest' | 'newest' = 'oldest'): Promise<BusMessage[]> {
+    const order = sql.raw(end === 'oldest' ? 'asc' : 'desc')
     const rows = rowsOf<{ id: string | number, from: string, to: string | null, body: string, metadata: Record<string, unknown> | null, created_at: Date | string }>(
       stream.kind === 'inbox'
         ? await this.database.db.execute(sql`
             select m.id, s.name as "from", ${caller.principalName}::text as "to", m.body, m.metadata, m.created_at
             from messages m join principals s on s.id = m.sender_id
             where m.recipient_id = ${caller.principalId} and m.id > ${after}
-            order by m.id limit ${limit}`)
+            order by m.id ${order} limit ${limit}`)
         : await this.database.db.execute(sql`
             select m.id, s.name as "from", null::text as "to", m.body, m.metadata, m.created_at
             from messages m join principals s on s.id = m.sender_id
             where m.channel_id = ${stream.channelId} and m.id > ${after}
-            order by m.id limit ${limit}`))
+            order by m.id ${order} limit ${limit}`))
     const channel = stream.kind === 'channel' ? stream.name : null
+    if (end === 'newest') rows.reverse()
     return rows.map((r) => ({
       id: Number(r.id),
       channel,
@@ -231,11 +270,32 @@ export class Bus {
   private async resolveStream (channel: string | undefined): Promise<Stream> {
     if (channel === undefined) return { kind: 'inbox', key: INBOX_STREAM }
     const name = checkChannelName(channel)
-    const rows = rowsOf<{ id: string | number }>(await this.database.db.execute(sql`select id from channels where name = ${name}`))
-    if (rows[0] === undefined) {
+    const stream = await this.findChannel(name)
+    if (stream === undefined) {
       throw new BusInputError(`channel "${name}" does not exist; channels are created by the first bus_send to them (bus_channels lists the existing ones)`)
     }
-    return { kind: 'channel', key: name, name, channelId: Number(rows[0].id) }
+    return stream
+  }
+
+  private async findChannel (name: string): Promise<Stream | undefined> {
+    const rows = rowsOf<{ id: string | number }>(await this.database.db.execute(sql`select id from channels where name = ${name}`))
+    return rows[0] === undefined ? undefined : { kind: 'channel', key: name, name, channelId: Number(rows[0].id) }
+  }
+
+  /** A channel, waiting (until the deadline, an abort or shutdown) for its first message if it has none yet. */
+  private async awaitChannel (name: string, deadline: number, signal: AbortSignal | undefined): Promise<Stream | undefined> {
+    for (;;) {
+      // As in read(): subscribe before querying, so a first message committed in between still wakes us.
+      const wait = this.waiters.subscribe(channelTopic(name))
+      try {
+        const stream = await this.findChannel(name)
+        const remaining = deadline - Date.now()
+        if (stream !== undefined || remaining <= 0 || signal?.aborted === true || this.waiters.isShutDown) return stream
+        await wait.until(remaining, signal)
+      } finally {
+        wait.cancel()
+      }
+    }
   }
 
   private async cursorOf (caller: Caller, stream: Stream): Promise<number> {
@@ -262,7 +322,7 @@ export class Bus {
 }
 
 function waiterKey (caller: Caller, stream: Stream): string {
-  return stream.kind === 'inbox' ? `p:${caller.principalId}` : `c:${stream.channelId}`
+  return stream.kind === 'inbox' ? inboxTopic(caller.principalId) : channelTopic(stream.name)
 }
 
 function describe (stream: Stream): string {

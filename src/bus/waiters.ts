@@ -8,8 +8,9 @@ export interface Wait {
 interface Entry { woken: boolean, resolve: (() => void) | undefined }
 
 /**
- * Long-poll readers waiting for new messages, keyed by stream ("c:<channel id>" or
- * "p:<principal id>"). In-process only: the database's NOTIFY fans sends out to every replica.
+ * Long-poll readers waiting for new messages, keyed by the topic they read (a channel's URI, or
+ * a principal's inbox: src/bus/events.ts). In-process only: the database's NOTIFY fans sends
+ * out to every replica.
  */
 export class Waiters {
   private readonly byKey = new Map<string, Set<Entry>>()

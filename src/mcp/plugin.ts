@@ -17,7 +17,7 @@ import { rpcCodeOf, UNAVAILABLE_ERROR_CODE } from './tool-call.ts'
  * check of the tools it calls, then either the direct tools/call path or the SDK.
  */
 export default async function mcpRoutes (fastify: FastifyInstance, { runtime }: { runtime: Runtime }): Promise<void> {
-  const { config, authenticator, audit, mcp, callTool } = runtime
+  const { config, authenticator, audit, mcp, callTool, listen } = runtime
   const resourceMetadataUrl = `${config.publicUrl}/.well-known/oauth-protected-resource/mcp`
   const endpointUrl = `${config.publicUrl}/mcp`
 
@@ -40,6 +40,7 @@ export default async function mcpRoutes (fastify: FastifyInstance, { runtime }: 
     if (route.kind === 'reject') {
       return await sendRpcError(reply, { status: route.httpStatus, code: route.code, message: route.message, data: route.data, id: requestIdOf(request.body) })
     }
+    if (route.kind === 'modern' && isListenRequest(request.body)) return await listen.open(request.body, auth, reply)
     const invalid = invalidToolCallParams(request, route)
     if (invalid !== undefined) return await sendRpcError(reply, invalid)
     const call = directToolCall(request, route)
@@ -108,6 +109,10 @@ function abortOnClose (reply: FastifyReply): AbortController {
   const controller = new AbortController()
   reply.raw.on('close', () => { if (!reply.raw.writableFinished) controller.abort() })
   return controller
+}
+
+function isListenRequest (body: unknown): boolean {
+  return (body as { method?: unknown } | null)?.method === 'subscriptions/listen' && (body as { id?: unknown }).id !== undefined
 }
 
 function requestIdOf (body: unknown): string | number | null {

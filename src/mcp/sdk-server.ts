@@ -1,10 +1,13 @@
 import {
-  createMcpHandler, Server, SUPPORTED_PROTOCOL_VERSIONS, WebStandardStreamableHTTPServerTransport,
+  createMcpHandler, ProtocolError, Server, SUPPORTED_PROTOCOL_VERSIONS, WebStandardStreamableHTTPServerTransport,
   type AuthInfo, type McpHttpHandler, type Tool
 } from '@modelcontextprotocol/server'
+import type { FastifyBaseLogger } from 'fastify'
 import type { AuthContext } from '../auth/types.ts'
+import { isDatabaseUnavailable } from '../db/errors.ts'
 import { VERSION } from '../version.ts'
-import { rpcError, ToolListings, type ToolCaller } from './tool-call.ts'
+import type { BusResources } from './resources.ts'
+import { rpcError, ToolListings, UNAVAILABLE_ERROR_CODE, type ToolCaller } from './tool-call.ts'
 import { TOOLS } from './tools.ts'
 
 export const SERVER_INFO = { name: 'bus-mcp-server', title: 'Bus MCP Server', version: VERSION }
@@ -16,16 +19,22 @@ export const LEGACY_PROTOCOL_VERSIONS: readonly string[] = SUPPORTED_PROTOCOL_VE
 export const PROTOCOL_VERSIONS: readonly string[] = [MODERN_PROTOCOL_VERSION, ...LEGACY_PROTOCOL_VERSIONS]
 
 const INSTRUCTIONS = 'A message bus shared by agents. Use bus_send to post to a channel or message a principal, ' +
-  'bus_read (optionally with wait_seconds) to receive, and bus_ack to mark messages handled.'
+  'bus_read (optionally with wait_seconds) to receive, and bus_ack to mark messages handled. ' +
+  'Channels and your inbox are also resources (bus://channels/NAME, bus://inbox) that a client can subscribe to.'
 
 /**
- * Cache hints (2026-07-28) that are true: the discovery result is the same for every caller and
- * changes only when the server is upgraded; the tool list changes only then too, but it depends
- * on the caller's scopes (a tool the token cannot call says so), so only the caller may reuse it.
+ * Cache hints (2026-07-28) that are true: the discovery result and the resource template are the
+ * same for every caller and change only when the server is upgraded; the tool list changes only
+ * then too, but it depends on the caller's scopes (a tool the token cannot call says so), so only
+ * the caller may reuse it. Channels and their messages are private to the bus and change with
+ * every send: never reused.
  */
 const CACHE_HINTS = {
   'tools/list': { ttlMs: 300_000, cacheScope: 'private' },
-  'server/discover': { ttlMs: 300_000, cacheScope: 'public' }
+  'server/discover': { ttlMs: 300_000, cacheScope: 'public' },
+  'resources/templates/list': { ttlMs: 300_000, cacheScope: 'public' },
+  'resources/list': { ttlMs: 0, cacheScope: 'private' },
+  'resources/read': { ttlMs: 0, cacheScope: 'private' }
 } as const
 
 /** Our AuthContext travels to SDK handlers inside the SDK's AuthInfo. */
@@ -37,6 +46,12 @@ function authOf (authInfo: AuthInfo | undefined): AuthContext | undefined {
   return authInfo?.extra?.context as AuthContext | undefined
 }
 
+function authenticated (authInfo: AuthInfo | undefined): AuthContext {
+  const auth = authOf(authInfo)
+  if (auth === undefined) throw rpcError(-32600, 'Not authenticated')
+  return auth
+}
+
 /**
  * The SDK v2 side of /mcp, for everything but the direct tools/call path: `initialize`,
  * `server/discover`, `tools/list`, `ping`, batches, malformed requests and the errors the
@@ -46,13 +61,18 @@ function authOf (authInfo: AuthInfo | undefined): AuthContext | undefined {
  */
 export class SdkEndpoint {
   private readonly callTool: ToolCaller
+  private readonly resources: BusResources
+  private readonly log: FastifyBaseLogger
   private readonly toolListings = new ToolListings(TOOLS)
   private readonly modern: McpHttpHandler
   private exchanges = 0
 
-  constructor (callTool: ToolCaller) {
+  constructor (callTool: ToolCaller, resources: BusResources, log: FastifyBaseLogger) {
     this.callTool = callTool
-    this.modern = createMcpHandler(() => this.createServer(), { legacy: 'reject' })
+    this.resources = resources
+    this.log = log
+    // subscriptions/listen never reaches this handler: /mcp serves it (src/mcp/listen.ts).
+    this.modern = createMcpHandler(() => this.createServer('modern'), { legacy: 'reject' })
   }
 
   /** SDK exchanges in flight (for metrics and leak tests). */
@@ -68,7 +88,7 @@ export class SdkEndpoint {
    * per request), answering with JSON rather than an SSE stream (decision 0022).
    */
   async serveLegacy (request: Request, parsedBody: unknown, auth: AuthContext): Promise<Response> {
-    const server = this.createServer()
+    const server = this.createServer('legacy')
     const transport = new WebStandardStreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true })
     await server.connect(transport)
     try {
@@ -82,6 +102,18 @@ export class SdkEndpoint {
     await this.modern.close()
   }
 
+  /** Errors of a resource handler as the tool caller reports them: protocol errors as they are, an outage as 503, the rest generic. */
+  private async guarded<T> (work: () => Promise<T>): Promise<T> {
+    try {
+      return await work()
+    } catch (err) {
+      if (err instanceof ProtocolError) throw err
+      if (isDatabaseUnavailable(err)) throw rpcError(UNAVAILABLE_ERROR_CODE, 'The bus database is unavailable; try again shortly')
+      this.log.error({ err }, 'resource request failed')
+      throw rpcError(-32603, 'Internal error')
+    }
+  }
+
   private async track (response: Promise<Response>): Promise<Response> {
     this.exchanges++
     try {
@@ -91,9 +123,15 @@ export class SdkEndpoint {
     }
   }
 
-  private createServer (): Server {
+  /**
+   * A server for one request. Resource subscriptions need a stream: the 2026-07-28 revision's
+   * subscriptions/listen has one; the 2025 revisions' resources/subscribe would need a session,
+   * which this stateless server does not keep, so that era is not offered it.
+   */
+  private createServer (era: 'modern' | 'legacy'): Server {
+    const live = era === 'modern'
     const server = new Server(SERVER_INFO, {
-      capabilities: { tools: { listChanged: false } },
+      capabilities: { tools: { listChanged: false }, resources: { subscribe: live, listChanged: live } },
       instructions: INSTRUCTIONS,
       supportedProtocolVersions: [...PROTOCOL_VERSIONS],
       cacheHints: CACHE_HINTS
@@ -104,6 +142,9 @@ export class SdkEndpoint {
       if (auth === undefined) throw rpcError(-32600, 'Not authenticated')
       return { ...await this.callTool(request.params, auth, ctx.mcpReq.signal) }
     })
+    server.setRequestHandler('resources/list', async (request, ctx) => await this.guarded(async () => await this.resources.list(authenticated(ctx.http?.authInfo), request.params?.cursor)))
+    server.setRequestHandler('resources/templates/list', async () => this.resources.templates())
+    server.setRequestHandler('resources/read', async (request, ctx) => await this.guarded(async () => await this.resources.read(authenticated(ctx.http?.authInfo), request.params.uri)))
     return server
   }
 }

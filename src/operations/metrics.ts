@@ -6,6 +6,8 @@ import type { AuditEntry } from '../audit/audit-log.ts'
 export interface MetricsSources {
   /** Long-polls waiting in this process. */
   waitingLongPolls: () => number
+  /** subscriptions/listen streams open in this process. */
+  openListenStreams: () => number
   /** Credentials cached by the auth hook. */
   cachedCredentials: () => number
   databasePoolMax: number
@@ -35,6 +37,7 @@ export class Metrics {
   constructor (sources: MetricsSources) {
     collectDefaultMetrics({ register: this.registry, prefix: 'bus_' })
     new Gauge({ name: 'bus_long_polls_waiting', help: 'bus_read calls waiting for a message in this process', registers: [this.registry], collect () { this.set(sources.waitingLongPolls()) } })
+    new Gauge({ name: 'bus_listen_streams_open', help: 'subscriptions/listen streams open in this process', registers: [this.registry], collect () { this.set(sources.openListenStreams()) } })
     new Gauge({ name: 'bus_auth_cache_entries', help: 'Credentials cached by the /mcp auth hook', registers: [this.registry], collect () { this.set(sources.cachedCredentials()) } })
     new Gauge({ name: 'bus_database_pool_max', help: 'Maximum database connections of this process', labelNames: ['kind'] as const, registers: [this.registry] })
       .set({ kind: sources.databaseKind }, sources.databasePoolMax)

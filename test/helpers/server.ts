@@ -83,7 +83,7 @@ export async function startTestServer (t: Teardown, options: TestServerOptions =
   const close = async (): Promise<void> => {
     if (closed) return
     closed = true
-    await runtime.bus.stop()
+    runtime.release()
     await Promise.all([app.close(), admin.close()])
     await runtime.close()
   }

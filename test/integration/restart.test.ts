@@ -25,7 +25,7 @@ async function boot (env: Record<string, string>): Promise<Booted> {
     admin,
     runtime,
     async close () {
-      await runtime.bus.stop()
+      runtime.release()
       await Promise.all([app.close(), admin.close()])
       await runtime.close()
     }
