@@ -1,15 +1,14 @@
-import { existsSync } from 'node:fs'
 import { chromium, type Browser } from 'playwright-core'
 import t, { type Test } from 'tap'
 import { createServer } from 'node:http'
 import { TestOAuthProvider, pkcePair } from '../helpers/oauth.ts'
 import { principalWithToken, startTestServer, type TestServer } from '../helpers/server.ts'
+import { chromiumBinary, fileNeeds } from '../helpers/requirements.ts'
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
-if (!existsSync(CHROMIUM)) {
-  // .ci/run installs Debian's chromium; a developer machine without it skips with a clear reason.
-  t.comment(`SKIP: Chromium not found at ${CHROMIUM} (apt-get install chromium, or set CHROMIUM_PATH)`)
-} else {
+// .ci/run installs Debian's chromium; elsewhere the file skips with the reason (fails under REQUIRE_FULL_SUITE).
+const needed = chromiumBinary()
+const CHROMIUM = needed.path
+if (fileNeeds(t, [needed])) {
   let browser: Browser
   t.before(async () => { browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] }) })
   t.teardown(async () => { await browser?.close() })

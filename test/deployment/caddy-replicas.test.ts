@@ -3,20 +3,21 @@ import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import t from 'tap'
-import { createPostgresDatabase, testDatabaseUrl } from '../helpers/database.ts'
+import { createPostgresDatabase } from '../helpers/database.ts'
 import { admin, REPO_ROOT, startServerProcess, type ServerProcess } from '../helpers/processes.ts'
 import { freePort } from '../helpers/server.ts'
+import { caddyBinary, fileNeeds, postgres } from '../helpers/requirements.ts'
 
 /**
  * Production shape on loopback: the repo's Caddyfile (real Caddy, HTTPS with its internal CA)
  * in front of two replicas sharing one PostgreSQL. Needs the caddy binary and TEST_DATABASE_URL.
  */
-const CADDY = process.env.CADDY_PATH ?? '/usr/bin/caddy'
+const needed = caddyBinary()
+const CADDY = needed.path
 const run = promisify(execFile)
 
-if (!existsSync(CADDY) || testDatabaseUrl === undefined) {
-  t.comment(`SKIP: needs ${CADDY} (apt-get install caddy) and TEST_DATABASE_URL (replicas share PostgreSQL)`)
-} else {
+// The replicas share PostgreSQL: this file runs in the PostgreSQL pass only.
+if (fileNeeds(t, [needed, postgres()])) {
   t.test('two replicas behind Caddy over HTTPS', async (t) => {
     const databaseUrl = await createPostgresDatabase(t)
     const httpsPort = await freePort()

@@ -3,10 +3,11 @@ import t from 'tap'
 import { openDatabase, rowsOf, type Database } from '../../src/db/client.ts'
 import { isDatabaseUnavailable } from '../../src/db/errors.ts'
 import { hashSecret } from '../../src/lib/secrets.ts'
-import { createTestDatabase, testDatabaseUrl } from '../helpers/database.ts'
+import { createTestDatabase } from '../helpers/database.ts'
 import { pkcePair } from '../helpers/oauth.ts'
 import { principalWithToken, startTestServer, type TestServer } from '../helpers/server.ts'
 import { CuttableProxy } from '../helpers/tcp-proxy.ts'
+import { fileNeeds, postgres } from '../helpers/requirements.ts'
 
 /**
  * PostgreSQL goes away under load and comes back (issue 5, item 3). A TCP proxy sits between a
@@ -27,9 +28,7 @@ const REDIRECT_URI = 'http://localhost:53682/callback'
 
 interface Outcome { kind: string, at: number, ms: number, status: number, problem?: string }
 
-if (testDatabaseUrl === undefined) {
-  t.comment('SKIP: the database outage test needs PostgreSQL (set TEST_DATABASE_URL)')
-} else {
+if (fileNeeds(t, [postgres()])) {
   t.test('PostgreSQL cut for 2 s under load', async (t) => {
     // The test's own view of the database, direct; the server's goes through the proxy.
     const direct = await createTestDatabase(t)

@@ -1,8 +1,9 @@
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
-import { createEmbeddedDataDir, createPostgresDatabase, testDatabaseUrl } from '../helpers/database.ts'
+import { createEmbeddedDataDir, createPostgresDatabase } from '../helpers/database.ts'
 import { admin, startServerProcess, type ServerProcess } from '../helpers/processes.ts'
+import { postgres, testNeeding } from '../helpers/requirements.ts'
 
 /**
  * SIGKILL during sends (issue 5, item 3). Clients loop bus_send (to a channel and to an inbox)
@@ -120,10 +121,6 @@ t.test('embedded database: SIGKILL during sends, restart on the same DATA_DIR', 
   await killMidSends(t, { DATA_DIR: dataDir }, dataDir)
 })
 
-if (testDatabaseUrl === undefined) {
-  t.comment('SKIP PostgreSQL: TEST_DATABASE_URL is not set')
-} else {
-  t.test('PostgreSQL: SIGKILL during sends, restart on the same database', async (t) => {
-    await killMidSends(t, { DATABASE_URL: await createPostgresDatabase(t) })
-  })
-}
+testNeeding(t, 'PostgreSQL: SIGKILL during sends, restart on the same database', [postgres()], async (t) => {
+  await killMidSends(t, { DATABASE_URL: await createPostgresDatabase(t) })
+})

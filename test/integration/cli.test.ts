@@ -4,9 +4,10 @@ import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import t, { type Test } from 'tap'
-import { createPostgresDatabase, testDatabaseUrl } from '../helpers/database.ts'
+import { createPostgresDatabase } from '../helpers/database.ts'
 import { freePort, startTestServer, type TestServer } from '../helpers/server.ts'
 import { listApiTokens, listPrincipals } from '../../src/principals/store.ts'
+import { embeddedPass, postgres, testNeeding } from '../helpers/requirements.ts'
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 const ADMIN_TOKEN = 'test-admin-token-0123456789abcdef'
@@ -209,7 +210,7 @@ t.test('with ADMIN_TOKEN set, the CLI needs BUS_ADMIN_TOKEN', async (t) => {
 })
 
 // Each run of the suite checks migrate on the database it runs on.
-t.test('migrate on a fresh embedded database in DATA_DIR', { skip: testDatabaseUrl !== undefined ? 'TEST_DATABASE_URL is set: checked on PostgreSQL instead' : false }, async (t) => {
+testNeeding(t, 'migrate on a fresh embedded database in DATA_DIR', [embeddedPass()], async (t) => {
   const dataDir = t.testdir()
   const first = json(t, await cli(['migrate', '--json'], { DATA_DIR: dataDir }), 'migrate')
   t.match(first, { applied: Number, total: Number, database: 'pglite' })
@@ -217,7 +218,7 @@ t.test('migrate on a fresh embedded database in DATA_DIR', { skip: testDatabaseU
   // (Running it again is checked on PostgreSQL below, and every restart of the embedded server migrates again.)
 })
 
-t.test('migrate on a fresh PostgreSQL database', { skip: testDatabaseUrl === undefined ? 'TEST_DATABASE_URL is not set' : false }, async (t) => {
+testNeeding(t, 'migrate on a fresh PostgreSQL database', [postgres()], async (t) => {
   const url = await createPostgresDatabase(t)
   const first = json(t, await cli(['migrate', '--json'], { DATABASE_URL: url }), 'migrate')
   t.match(first, { applied: Number, total: Number, database: 'postgres' })

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process'
-import { existsSync, readFileSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { createServer, request as forward, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { createServer as createHttpsServer } from 'node:https'
 import type { AddressInfo } from 'node:net'
@@ -11,6 +11,7 @@ import type { FetchLike } from '../../src/doctor/probe.ts'
 import { formatReport, runDoctor, type DoctorReport } from '../../src/doctor/run.ts'
 import { listClients } from '../../src/oauth/clients.ts'
 import { freePort, startTestServer } from '../helpers/server.ts'
+import { opensslBinary, testNeeding } from '../helpers/requirements.ts'
 
 const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url))
 
@@ -335,7 +336,7 @@ t.test('not a URL', async (t) => {
 // ---------------------------------------------------------------------------------------------
 // https: a certificate the process trusts only through NODE_EXTRA_CA_CERTS
 
-t.test('over https with a private CA: untrusted in process, passing with NODE_EXTRA_CA_CERTS', { skip: existsSync('/usr/bin/openssl') ? false : 'openssl is not installed' }, async (t) => {
+testNeeding(t, 'over https with a private CA: untrusted in process, passing with NODE_EXTRA_CA_CERTS', [opensslBinary()], async (t) => {
   const dir = t.testdir()
   const key = join(dir, 'key.pem')
   const cert = join(dir, 'cert.pem')

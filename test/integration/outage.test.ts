@@ -2,9 +2,10 @@ import { sql } from 'drizzle-orm'
 import t from 'tap'
 import { openDatabase, rowsOf } from '../../src/db/client.ts'
 import { migrate } from '../../src/db/migrate.ts'
-import { createPostgresDatabase, testDatabaseUrl } from '../helpers/database.ts'
+import { createPostgresDatabase } from '../helpers/database.ts'
 import { callTool, principalWithToken, rpc, startTestServer } from '../helpers/server.ts'
 import { CuttableProxy } from '../helpers/tcp-proxy.ts'
+import { postgres, testNeeding } from '../helpers/requirements.ts'
 
 async function until<T> (what: string, check: () => Promise<T | undefined>, ms: number): Promise<T> {
   const deadline = Date.now() + ms
@@ -16,9 +17,7 @@ async function until<T> (what: string, check: () => Promise<T | undefined>, ms: 
   }
 }
 
-t.test('the database going away: /readyz and /mcp answer 503, the server keeps serving and recovers by itself', {
-  skip: testDatabaseUrl === undefined ? 'needs PostgreSQL (TEST_DATABASE_URL)' : false
-}, async (t) => {
+testNeeding(t, 'the database going away: /readyz and /mcp answer 503, the server keeps serving and recovers by itself', [postgres()], async (t) => {
   const realUrl = await createPostgresDatabase(t)
   const real = new URL(realUrl)
   const proxy = new CuttableProxy({ host: real.hostname, port: Number(real.port === '' ? 5432 : real.port) })

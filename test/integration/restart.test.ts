@@ -5,8 +5,9 @@ import { buildAdminApp } from '../../src/admin/app.ts'
 import { buildApp } from '../../src/app.ts'
 import { loadConfig } from '../../src/config.ts'
 import { startRuntime, type Runtime } from '../../src/runtime.ts'
-import { createEmbeddedDataDir, createPostgresDatabase, testDatabaseUrl } from '../helpers/database.ts'
+import { createEmbeddedDataDir, createPostgresDatabase } from '../helpers/database.ts'
 import { callTool, type TestServer } from '../helpers/server.ts'
+import { postgres, testNeeding } from '../helpers/requirements.ts'
 
 interface Booted { app: FastifyInstance, admin: FastifyInstance, runtime: Runtime, close: () => Promise<void> }
 
@@ -98,6 +99,6 @@ t.test('embedded database: messages and tokens survive a stop/start in DATA_DIR'
   await survivesRestart(t, { DATA_DIR: dataDir })
 })
 
-t.test('PostgreSQL: messages and tokens survive a stop/start', { skip: testDatabaseUrl === undefined ? 'TEST_DATABASE_URL is not set' : false }, async (t) => {
+testNeeding(t, 'PostgreSQL: messages and tokens survive a stop/start', [postgres()], async (t) => {
   await survivesRestart(t, { DATABASE_URL: await createPostgresDatabase(t) })
 })

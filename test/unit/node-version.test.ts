@@ -1,9 +1,10 @@
 import { execFile } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { test } from 'tap'
+import t, { test } from 'tap'
 // @ts-expect-error plain JavaScript without types: it must run on any Node to refuse old ones
 import { installProblem, nodeVersionProblem } from '../../bin/node-version.js'
 import { REPO_ROOT } from '../helpers/processes.ts'
+import { machine, testNeeding } from '../helpers/requirements.ts'
 
 test('Node versions without type stripping are refused, newer ones accepted', async (t) => {
   for (const old of ['20.20.2', 'v20.11.0', '22.17.1', '18.0.0', '21.7.3']) {
@@ -24,7 +25,8 @@ test('a copy under node_modules is refused (Node strips no types there); a check
 // The machines this project runs on keep Debian's Node 20 as /usr/bin/node: when it is there,
 // the launchers are run with it for real.
 const systemNode = '/usr/bin/node'
-test('an old Node gets one line from npm start and the CLI', { skip: existsSync(systemNode) ? false : `no ${systemNode} here` }, async (t) => {
+// .ci/run does not install one (it may not even be old), so its absence is a skip in every mode.
+testNeeding(t, 'an old Node gets one line from npm start and the CLI', [machine(`a system Node at ${systemNode}`, existsSync(systemNode), 'Debian\'s nodejs package')], async (t) => {
   const version = await run(systemNode, ['-p', 'process.versions.node'])
   if (nodeVersionProblem(version.stdout.trim()) === undefined) {
     t.pass(`${systemNode} is v${version.stdout.trim()}, new enough: nothing to refuse`)
