@@ -253,6 +253,8 @@ t.test('refresh: rotation, reuse revokes the family, scope narrowing, resource, 
   })
 })
 
+// Real concurrency on PostgreSQL. The embedded database runs these one transaction at a time, so
+// there they cannot fail: oauth-races.test.ts forces both reads before either write on both.
 t.test('races: 20 concurrent redemptions of one code, 20 concurrent refreshes of one token', async (t) => {
   const server = await startTestServer(t, { env: { AUTO_APPROVE_PRINCIPAL: 't-race', RATE_LIMIT_MULTIPLIER: '0' } })
   await principalWithToken(server, 't-race')
