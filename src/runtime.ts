@@ -6,6 +6,7 @@ import { BusEvents } from './bus/events.ts'
 import type { Config } from './config.ts'
 import { openDatabase, type Database } from './db/client.ts'
 import { migrate } from './db/migrate.ts'
+import { PendingCalls } from './mcp/cancellation.ts'
 import { ListenHub, type ListenHubOptions } from './mcp/listen.ts'
 import { BusResources } from './mcp/resources.ts'
 import { SdkEndpoint } from './mcp/sdk-server.ts'
@@ -27,6 +28,8 @@ export interface Runtime {
   events: BusEvents
   /** subscriptions/listen streams open on this replica. */
   listen: ListenHub
+  /** Long-polls in flight, for 2025-era notifications/cancelled (from any replica). */
+  pending: PendingCalls
   audit: AuditLog
   /** The tools/call handler: /mcp's direct path and the SDK servers both run it. */
   callTool: ToolCaller
@@ -67,6 +70,8 @@ export async function startRuntime (config: Config, log: FastifyBaseLogger, opti
     bus.start()
     listen.start()
     await events.start()
+    const pending = new PendingCalls(database)
+    await pending.start()
     const callTool = createToolCaller({ bus, audit, log })
     const mcp = new SdkEndpoint(callTool, new BusResources(bus), log)
     const metrics = new Metrics({
@@ -87,6 +92,7 @@ export async function startRuntime (config: Config, log: FastifyBaseLogger, opti
       bus,
       events,
       listen,
+      pending,
       audit,
       callTool,
       mcp,
@@ -99,6 +105,7 @@ export async function startRuntime (config: Config, log: FastifyBaseLogger, opti
         await maintenance.stop()
         bus.stop()
         listen.close()
+        await pending.stop()
         await events.stop()
         await mcp.close()
         await authenticator.stop()

@@ -292,7 +292,14 @@ class ListenStream {
     this.hub.forget(this)
     this.hub.logger.warn({ principal: this.auth.principalName, buffered: this.output.writableLength + this.output.readableLength }, 'listen stream closed: the client is not reading its notifications')
     this.output.end(frame(`{"jsonrpc":"2.0","id":${this.idJson},"error":{"code":-32000,"message":"Subscription closed: more than ${this.hub.bufferLimit} bytes of notifications were waiting for this client to read them. Listen again, and re-read your resources from your cursor."}}`))
-    const cut = setTimeout(() => { if (!this.reply.raw.writableFinished) this.reply.raw.destroy() }, this.hub.closeGraceMs)
+    const cut = setTimeout(() => {
+      // The response may count as finished while its bytes still wait in the socket's buffer.
+      const socket = this.reply.raw.socket
+      if (!this.reply.raw.writableFinished || (socket !== null && socket.writableLength > 0)) {
+        this.reply.raw.destroy()
+        socket?.destroy()
+      }
+    }, this.hub.closeGraceMs)
     cut.unref()
   }
 }

@@ -17,7 +17,7 @@ import { rpcCodeOf, UNAVAILABLE_ERROR_CODE } from './tool-call.ts'
  * check of the tools it calls, then either the direct tools/call path or the SDK.
  */
 export default async function mcpRoutes (fastify: FastifyInstance, { runtime }: { runtime: Runtime }): Promise<void> {
-  const { config, authenticator, audit, mcp, callTool, listen } = runtime
+  const { config, authenticator, audit, mcp, callTool, listen, pending } = runtime
   const resourceMetadataUrl = `${config.publicUrl}/.well-known/oauth-protected-resource/mcp`
   const endpointUrl = `${config.publicUrl}/mcp`
 
@@ -41,6 +41,9 @@ export default async function mcpRoutes (fastify: FastifyInstance, { runtime }: 
       return await sendRpcError(reply, { status: route.httpStatus, code: route.code, message: route.message, data: route.data, id: requestIdOf(request.body) })
     }
     if (route.kind === 'modern' && isListenRequest(request.body)) return await listen.open(request.body, auth, reply)
+    // The SDK acknowledges the notification; the long-poll it names may be running anywhere.
+    const cancelled = cancelledRequestId(request.body)
+    if (cancelled !== undefined) await pending.cancel(auth, cancelled)
     const invalid = invalidToolCallParams(request, route)
     if (invalid !== undefined) return await sendRpcError(reply, invalid)
     const call = directToolCall(request, route)
@@ -51,7 +54,7 @@ export default async function mcpRoutes (fastify: FastifyInstance, { runtime }: 
     const response = route.kind === 'modern'
       ? await mcp.serveModern(webRequest, request.body, auth)
       : await mcp.serveLegacy(webRequest, request.body, auth)
-    if (disconnected.signal.aborted) return await reply.code(499).send()
+    if (clientGone(reply)) return await reply.code(499).send()
     return await sendWebResponse(reply, response)
   })
 
@@ -60,16 +63,21 @@ export default async function mcpRoutes (fastify: FastifyInstance, { runtime }: 
    * register, without building a server per request.
    */
   async function callToolDirectly (reply: FastifyReply, call: DirectToolCall, auth: AuthContext): Promise<FastifyReply> {
-    const signal = call.waits ? abortOnClose(reply).signal : undefined
+    // A long-poll ends early when its client goes away or cancels it (2025: notifications/cancelled).
+    const waiting = call.waits ? abortOnClose(reply) : undefined
+    const forget = waiting === undefined ? undefined : pending.track(auth, call.id, waiting)
     let response: unknown
     try {
-      response = toolCallResponse(call, await callTool(call.params, auth, signal))
+      response = toolCallResponse(call, await callTool(call.params, auth, waiting?.signal))
     } catch (err) {
       const code = rpcCodeOf(err)
       response = { jsonrpc: '2.0', id: call.id, error: { code, message: code === -32603 ? 'Internal error' : (err as Error).message } }
       if (code === UNAVAILABLE_ERROR_CODE) return await reply.code(503).header('Retry-After', RETRY_AFTER_SECONDS).send(response)
+    } finally {
+      forget?.()
     }
-    if (signal?.aborted === true) return await reply.code(499).send()
+    // Nobody to answer; a cancelled call still answers (with what it had), as HTTP needs a response.
+    if (clientGone(reply)) return await reply.code(499).send()
     return await reply.code(200).header('Cache-Control', 'no-store').send(response)
   }
 
@@ -109,6 +117,17 @@ function abortOnClose (reply: FastifyReply): AbortController {
   const controller = new AbortController()
   reply.raw.on('close', () => { if (!reply.raw.writableFinished) controller.abort() })
   return controller
+}
+
+function clientGone (reply: FastifyReply): boolean {
+  return reply.raw.destroyed && !reply.raw.writableFinished
+}
+
+/** The id a `notifications/cancelled` names, if this is one. */
+function cancelledRequestId (body: unknown): unknown {
+  const message = body as { method?: unknown, id?: unknown, params?: { requestId?: unknown } } | null
+  if (message?.method !== 'notifications/cancelled' || message.id !== undefined) return undefined
+  return message.params?.requestId
 }
 
 function isListenRequest (body: unknown): boolean {

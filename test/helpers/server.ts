@@ -7,7 +7,7 @@ import { loadConfig, type Config } from '../../src/config.ts'
 import type { Database } from '../../src/db/client.ts'
 import { loggerOptions } from '../../src/logger.ts'
 import { issueApiToken, createPrincipal } from '../../src/principals/store.ts'
-import { startRuntime, type Runtime } from '../../src/runtime.ts'
+import { startRuntime, type Runtime, type RuntimeOptions } from '../../src/runtime.ts'
 import { createTestDatabase, type Teardown } from './database.ts'
 
 export interface TestServer {
@@ -33,6 +33,8 @@ export interface TestServerOptions {
   database?: Database
   databaseUrl?: string
   logLevel?: string
+  /** Runtime settings beyond the environment (e.g. shorter listen-stream keep-alives). */
+  runtime?: Pick<RuntimeOptions, 'listen' | 'authenticator'>
 }
 
 export async function freePort (): Promise<number> {
@@ -69,7 +71,7 @@ export async function startTestServer (t: Teardown, options: TestServerOptions =
   const logs: string[] = []
   // The production logger's options (redaction, serializers), never pretty: tests read JSON lines.
   const log = pino(loggerOptions(config.logLevel, false), { write: (line: string) => { logs.push(line) } })
-  const runtime = await startRuntime(config, log, { database, maintenance: false })
+  const runtime = await startRuntime(config, log, { ...options.runtime, database, maintenance: false })
   const app = await buildApp(runtime)
   const admin = await buildAdminApp(runtime)
   if (options.listen === true) {
