@@ -1,4 +1,6 @@
+import { lookup } from 'node:dns/promises'
 import { existsSync } from 'node:fs'
+import { createServer } from 'node:net'
 import type { Test } from 'tap'
 import { testDatabaseUrl } from './database.ts'
 
@@ -79,6 +81,22 @@ export function machine (what: string, met: boolean, hint: string): Requirement 
   return { what, met, hint, kind: 'machine' }
 }
 
+/**
+ * IPv6 on loopback, as the server's default HOST=localhost uses it: `localhost` resolves to ::1
+ * and a socket can listen on [::1]. A machine property (.ci/run cannot add it): skipped without it.
+ */
+export async function ipv6Loopback (): Promise<Requirement> {
+  const what = 'IPv6 loopback (::1)'
+  const resolves = await lookup('localhost', { all: true }).then((all) => all.some((a) => a.address === '::1'), () => false)
+  if (!resolves) return machine(what, false, 'localhost does not resolve to ::1 on this machine (/etc/hosts)')
+  const problem = await new Promise<string | undefined>((resolve) => {
+    const server = createServer()
+    server.once('error', (err: NodeJS.ErrnoException) => { resolve(err.code ?? err.message) })
+    server.listen(0, '::1', () => { server.close(() => { resolve(undefined) }) })
+  })
+  return machine(what, problem === undefined, `cannot listen on [::1] here: ${problem ?? ''}`)
+}
+
 export type Verdict = { run: true } | { run: false, skip: string } | { run: false, fail: string }
 
 /** Run, skip (with the reason) or fail (with the reason), by the rule above. */
@@ -101,14 +119,14 @@ export function verdict (requirements: Requirement[], mode: Mode = requireFullSu
  * A subtest that needs `requirements`: runs it, or skips it with the reason, or (under
  * REQUIRE_FULL_SUITE) replaces it with a failure saying what is missing.
  */
-export function testNeeding (t: Test, name: string, requirements: Requirement[], fn: (t: Test) => Promise<void>): void {
+export async function testNeeding (t: Test, name: string, requirements: Requirement[], fn: (t: Test) => Promise<void>): Promise<void> {
   const v = verdict(requirements)
   if (v.run) {
-    void t.test(name, fn)
+    await t.test(name, fn)
   } else if ('skip' in v) {
-    void t.test(name, { skip: v.skip }, async () => {})
+    await t.test(name, { skip: v.skip }, async () => {})
   } else {
-    void t.test(name, async (t) => { t.fail(`${name}: ${v.fail}`) })
+    await t.test(name, async (t) => { t.fail(`${name}: ${v.fail}`) })
   }
 }
 
