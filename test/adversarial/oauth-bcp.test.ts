@@ -15,7 +15,7 @@ import {
 } from '../helpers/oauth-inject.ts'
 import { parseConsentPage, pkcePair } from '../helpers/oauth.ts'
 import { principalWithToken, type TestServer } from '../helpers/server.ts'
-import { headerOf, stateDiff, stateOf } from './support.ts'
+import { headerOf, replayHint, seedFor, stateDiff, stateOf } from './support.ts'
 
 /**
  * The OAuth 2.0 Security Best Current Practice (RFC 9700) attacks, one named test per threat
@@ -146,41 +146,115 @@ t.test('open redirect: a redirect_uri the client did not register is shown an er
   t.ok(otherPort?.searchParams.get('code'), 'with a code')
 })
 
-t.test('open redirect: no mutation of a registered redirect URI is ever redirected to (property)', async (t) => {
+/**
+ * Near misses of a registered redirect URI: what a prefix, case-insensitive, normalising or
+ * loose (origin + path, query or port ignored) matcher would wrongly take for it.
+ */
+function nearMisses (registered: string): fc.Arbitrary<string> {
+  const url = new URL(registered)
+  const scheme = registered.slice(0, registered.indexOf(':') + 1)
+  const rest = registered.slice(scheme.length)
+  const hasAuthority = rest.startsWith('//')
+  const authorityEnd = hasAuthority ? (rest.slice(2).search(/[/?#]/) + 1 || rest.length - 1) + 1 : 0
+  const authority = hasAuthority ? rest.slice(2, authorityEnd) : ''
+  const afterAuthority = hasAuthority ? rest.slice(authorityEnd) : rest
+  const hostAt = (f: (host: string) => string): string => `${scheme}//${f(authority)}${afterAuthority}`
+  const suffix = fc.constantFrom('x', '/', '/evil', '/../evil', '.evil.com', '@evil.com', '%2F..%2Fevil', '?next=https://evil.example', '&x=1', '#x', ';x', '/.', '%20', '.', '..', '/callback')
+  const pathSegment = fc.constantFrom('evil', '..', '.', '%2e%2e', 'cb', 'a/b')
+  const userinfo = fc.constantFrom('evil.com@', 'user@', 'user:pass@', `${authority}@`, '@')
+  const port = fc.constantFrom('', ':443', ':80', ':8443', ':1', ':65535', ':0')
+  const caseChange = fc.nat().map((n) => {
+    const letters = [...registered].map((c, i) => [c, i] as const).filter(([c]) => /[a-z]/.test(c))
+    const [, i] = letters[n % letters.length] ?? ['', 0]
+    return registered.slice(0, i) + (registered[i] ?? '').toUpperCase() + registered.slice(i + 1)
+  })
+  const query = fc.constantFrom('x=1', 'redirect=https://evil.example', 'code=attacker', 'tenant=2', 'state=x')
+  return fc.oneof(
+    suffix.map((s) => registered + s),
+    caseChange,
+    fc.constant(registered.endsWith('/') ? registered.slice(0, -1) : `${registered}/`),
+    fc.tuple(pathSegment).map(([segment]) => url.pathname === '/' || url.pathname === '' ? `${registered}${segment}` : registered.replace(url.pathname, `${url.pathname}/${segment}`)),
+    fc.tuple(pathSegment).map(([segment]) => url.pathname.length > 1 ? registered.replace(url.pathname, `/${segment}${url.pathname}`) : `${registered}/${segment}`),
+    query.map((q) => `${registered}${registered.includes('?') ? '&' : '?'}${q}`),
+    query.map((q) => registered.includes('?') ? registered.replace(/\?.*$/, `?${q}`) : `${registered}?${q}`),
+    fc.constant(registered.replace(/\?.*$/, '')),
+    ...(hasAuthority
+      ? [
+          userinfo.map((u) => hostAt((host) => u + host)),
+          port.map((p) => hostAt((host) => host.replace(/:\d+$/, '') + p)),
+          fc.constantFrom('.evil.com', '.', 'x', '%2e').map((tail) => hostAt((host) => host.replace(/(:\d+)?$/, `${tail}$1`))),
+          fc.constant(hostAt((host) => host.toUpperCase())),
+          fc.constant(`${scheme === 'https:' ? 'http:' : 'https:'}${rest}`)
+        ]
+      : [fc.constantFrom('/', '//', 'x').map((p) => `${scheme}${p}${rest}`)])
+  ).filter((uri) => uri !== registered)
+}
+
+/** What loose redirect URI matchers would say: the ones RFC 9700 §4.1.3 warns about. */
+function looselyAccepted (registered: string, uri: string): boolean {
+  if (uri.startsWith(registered) || registered.startsWith(uri)) return true
+  if (uri.toLowerCase() === registered.toLowerCase()) return true
+  let a: URL, b: URL
+  try { a = new URL(uri); b = new URL(registered) } catch { return false }
+  if (a.href === b.href) return true
+  const pathOf = (u: URL): string => u.pathname.replace(/\/+$/, '').toLowerCase()
+  return (a.protocol === b.protocol || a.hostname === b.hostname) && a.hostname.toLowerCase() === b.hostname.toLowerCase() && pathOf(a) === pathOf(b)
+}
+
+/** The exact rule (RFC 9700 §4.1.3, RFC 8252 §7.3): the same string, or for an http loopback URI the same string but for the port. */
+function strictlyAllowed (registered: string, uri: string): boolean {
+  if (uri === registered) return true
+  const loopback = /^http:\/\/(localhost|127\.0\.0\.1|\[::1\])(?::\d{1,5})?(\/.*)?$/
+  const r = loopback.exec(registered)
+  const u = loopback.exec(uri)
+  return r !== null && u !== null && r[1] === u[1] && (r[2] ?? '') === (u[2] ?? '')
+}
+
+t.test('open redirect: near misses of a registered redirect URI are never redirected to (property)', async (t) => {
   const server = autoServer
   const registeredUris = [CLAUDE_CALLBACK, LOOPBACK_CALLBACK, 'http://127.0.0.1/callback', 'cursor://anysphere.cursor-retrieval/oauth/user-mcp/callback', 'https://app.example.com/cb?tenant=1']
   const clients = await Promise.all(registeredUris.map(async (uri) => await dynamicClient(server, uri)))
+  // Random edits too: characters and pieces inserted, deleted or replaced anywhere.
   const pieces = fc.constantFrom('/', '.', '..', '@', ':', '#', '?', '&', '=', ';', ',', '\\', '%', '%2e', '%2f', '%40', ' ', '\t', 'a', 'A', 'e', '0', '9', '-',
     '_', '~', '[', ']', 'ａ', 'ı', '//', 'evil.com', '@evil.com', '.evil.com', ':8080', 'localhost', '127.0.0.1', 'https://')
-  const mutation = fc.record({ op: fc.constantFrom('insert', 'delete', 'replace'), at: fc.nat(), piece: pieces })
-  const stripped = (url: URL): string => {
-    const copy = new URL(url.href)
-    for (const name of ['code', 'state', 'iss', 'error', 'error_description']) copy.searchParams.delete(name)
-    return copy.href
-  }
-  let redirects = 0
-  const details = await fc.check(fc.asyncProperty(fc.nat({ max: clients.length - 1 }), fc.array(mutation, { minLength: 1, maxLength: 3 }), async (index, mutations) => {
-    const client = clients[index] as RegisteredTestClient
-    let uri = client.redirectUri
-    for (const { op, at, piece } of mutations) {
+  const edit = fc.record({ op: fc.constantFrom('insert', 'delete', 'replace'), at: fc.nat(), piece: pieces })
+  const edited = (registered: string): fc.Arbitrary<string> => fc.array(edit, { minLength: 1, maxLength: 3 }).map((edits) => {
+    let uri = registered
+    for (const { op, at, piece } of edits) {
       const i = at % (uri.length + 1)
       uri = op === 'insert' ? uri.slice(0, i) + piece + uri.slice(i) : op === 'delete' ? uri.slice(0, i) + uri.slice(i + piece.length) : uri.slice(0, i) + piece + uri.slice(i + piece.length)
     }
+    return uri
+  })
+  const cases = fc.nat({ max: clients.length - 1 }).chain((index) => {
+    const registered = (clients[index] as RegisteredTestClient).redirectUri
+    return fc.tuple(fc.constant(index), fc.oneof({ weight: 4, arbitrary: nearMisses(registered) }, { weight: 1, arbitrary: edited(registered) }))
+  })
+  const runs = 200
+  let risky = 0
+  let redirects = 0
+  let allowedRedirects = 0
+  const seed = seedFor('open redirect')
+  const details = await fc.check(fc.asyncProperty(cases, async ([index, uri]) => {
+    const client = clients[index] as RegisteredTestClient
+    const allowed = strictlyAllowed(client.redirectUri, uri)
+    if (!allowed && looselyAccepted(client.redirectUri, uri)) risky++
     const response = await authorize(server, authorizationParams(server, client, { redirect_uri: uri }).params)
     const location = headerOf(response.headers, 'location')
-    if (location === undefined) return
-    redirects++
-    // Wherever it went, it must be the registered URI, the port excepted for http loopback only.
-    const target = new URL(location)
-    const registered = new URL(client.redirectUri)
-    const loopback = registered.protocol === 'http:' && ['localhost', '127.0.0.1', '[::1]'].includes(registered.hostname)
-    if (loopback) { target.port = ''; registered.port = '' }
-    if (stripped(target) !== registered.href || target.username !== '' || target.password !== '') {
-      throw new Error(`redirect_uri ${JSON.stringify(uri)} (registered ${client.redirectUri}) was redirected to ${location}`)
+    if (location === undefined) {
+      if (response.statusCode !== 400) throw new Error(`redirect_uri ${JSON.stringify(uri)}: HTTP ${response.statusCode} without Location`)
+      return
     }
-  }), { seed: 9700, numRuns: 150 })
-  t.notOk(details.failed, details.failed ? `${(details.errorInstance as Error | null)?.message ?? ''} (seed ${details.seed}, path ${details.counterexamplePath ?? ''})` : '150 mutations')
-  t.comment(`${redirects} of 150 mutations were redirected (unchanged URIs, or a loopback port)`)
+    redirects++
+    if (!allowed) throw new Error(`redirect_uri ${JSON.stringify(uri)} (registered ${client.redirectUri}) was redirected to ${location}`)
+    allowedRedirects++
+    // Where it went is the requested URI itself, plus the response parameters.
+    if (!location.startsWith(uri.includes('?') ? `${uri}&` : `${uri}?`)) throw new Error(`redirect_uri ${JSON.stringify(uri)} sent to ${location}`)
+  }), { seed, numRuns: runs })
+  t.notOk(details.failed, details.failed ? `${(details.errorInstance as Error | null)?.message ?? ''} (${replayHint('open redirect')}, path ${details.counterexamplePath ?? ''})` : `${runs} near misses and edits`)
+  t.comment(`${risky} of ${runs} URIs would pass a loose matcher; ${redirects} redirected, all of them allowed (a loopback port); ${replayHint('open redirect')}`)
+  // The property proves something only if it tries what a loose matcher would let through (counted over a complete run).
+  if (!details.failed) t.ok(risky >= runs / 2, `at least half the generated URIs (${risky} of ${runs}) are near misses a prefix, case-insensitive or normalising matcher would accept`)
 })
 
 t.test('code injection: a code is redeemed only by the client it was issued to, with its own PKCE verifier', async (t) => {
