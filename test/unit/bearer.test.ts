@@ -58,3 +58,12 @@ t.test('a token of exactly 512 characters is accepted; 513 is not', async (t) =>
 t.test('two Authorization headers are malformed', async (t) => {
   t.same(parseBearer(['Bearer a', 'Bearer b']), { status: 'malformed' })
 })
+
+t.test('a scheme is a whole RFC 9110 token: anything else around it is malformed, not another scheme', async (t) => {
+  for (const header of ['1Basic abc', '-Basic abc', 'Basic@ abc', 'Basic/ abc', 'Ba(sic abc']) {
+    t.same(parseBearer(header), { status: 'malformed' }, header)
+  }
+  for (const header of ['B abc', "X-Custom!#$%&'*+.^_`|~ abc", 'Basic1 abc']) {
+    t.same(parseBearer(header), { status: 'unsupported' }, header)
+  }
+})

@@ -203,3 +203,56 @@ t.test('redirectUriMatches: exact, except that loopback ignores the port', async
   }
   t.equal(redirectUriMatches('https://claude.ai/cb', undefined as unknown as string), false, 'missing requested URI')
 })
+
+/** The reason a URI is refused at registration, or 'accepted'. */
+const verdict = (uri: string): string => {
+  const check = checkRedirectUriForRegistration(uri)
+  return check.ok ? 'accepted' : check.reason
+}
+
+t.test('every refused scheme is refused by name, not by some later rule', async (t) => {
+  const refused = ['javascript', 'vbscript', 'livescript', 'data', 'file', 'blob', 'about', 'filesystem', 'view-source',
+    'jar', 'mhtml', 'ms-its', 'mk', 'res', 'ftp', 'ws', 'wss', 'chrome', 'resource', 'mailto', 'tel', 'sms', 'intent']
+  for (const scheme of refused) {
+    // Written as a private-use URI would be, which would otherwise be accepted.
+    t.equal(verdict(`${scheme}:/cb`), `the "${scheme}:" scheme is not allowed for redirect URIs`, scheme)
+    t.equal(verdict(`${scheme.toUpperCase()}:/cb`), `the "${scheme}:" scheme is not allowed for redirect URIs`, `${scheme} in capitals`)
+  }
+  t.equal(verdict('jars:/cb'), 'accepted', 'a scheme that only starts with a refused one is a private-use scheme')
+})
+
+t.test('the reason names the rule that refused the URI', async (t) => {
+  t.equal(verdict('1app://cb'), 'the redirect URI must be an absolute URI with a scheme', 'a scheme starts with a letter')
+  t.equal(verdict('-app:/cb'), 'the redirect URI must be an absolute URI with a scheme')
+  t.equal(verdict('c:/cb'), 'a one-letter scheme is not a private-use URI scheme')
+  t.equal(verdict('ab:/cb'), 'accepted', 'a two-letter private-use scheme is accepted')
+  t.equal(verdict('app:'), 'the redirect URI has nothing after its scheme')
+  t.equal(verdict('app://host:port/cb'), 'the redirect URI is not a valid URI', 'a private-use URI the URL parser refuses')
+  t.equal(verdict('app://host/a/../cb'), 'the redirect URI is not in canonical form', 'a private-use URI the parser rewrites')
+  t.equal(verdict('app://:secret@host/cb'), 'a redirect URI must not contain user information', 'a private-use URI with only a password')
+  t.equal(verdict('app://user@host/cb'), 'a redirect URI must not contain user information', 'a private-use URI with a user name')
+  t.equal(verdict('https://:secret@example.com/cb'), 'a redirect URI must not contain user information', 'an https URI with only a password')
+})
+
+t.test('a root path is canonical only when the URI is exactly origin + query', async (t) => {
+  for (const uri of ['https://EXAMPLE.com/', 'https://EXAMPLE.com', 'https://example.com:443/', 'https://example.com:443', 'https://example.com/.', 'https://example.com/./?x=1']) {
+    t.match(verdict(uri), /canonical form/, uri)
+  }
+  t.equal(verdict('https://example.com/'), 'accepted')
+  t.equal(verdict('https://example.com?x=1'), 'accepted')
+})
+
+t.test('only a URI that is itself an http loopback URI is one (a loopback URI inside another is not)', async (t) => {
+  const inside = ['https://a.example/cb?next=http://localhost/cb', 'https://a.example/http://localhost/cb', 'app://x/http://127.0.0.1/cb']
+  for (const uri of inside) {
+    t.equal(verdict(uri), 'accepted', `${uri} registers`)
+    t.notOk(isLoopbackRedirect(uri), `${uri} is not a loopback redirect`)
+  }
+  t.notOk(redirectUriMatches('https://a.example/cb?next=http://localhost/cb', 'https://b.example/cb?next=http://localhost:1234/cb'), 'two URIs that merely contain loopback URIs do not match')
+  t.notOk(redirectUriMatches('https://a.example/http://localhost/cb', 'https://b.example/http://localhost/cb'))
+})
+
+t.test('redirectUriMatches refuses what is not a string, even when both sides are the same', async (t) => {
+  t.notOk(redirectUriMatches(undefined as unknown as string, undefined as unknown as string))
+  t.notOk(redirectUriMatches(null as unknown as string, null as unknown as string))
+})

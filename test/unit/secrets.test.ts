@@ -1,6 +1,6 @@
 import t from 'tap'
 import {
-  constantEquals, generateLoginCode, generateSecret, hashSecret, kindOfSecret, normaliseLoginCode, TOKEN_PREFIX
+  constantEquals, generateLoginCode, generateSecret, hashSecret, kindOfSecret, normaliseLoginCode, sha256Base64Url, TOKEN_PREFIX
 } from '../../src/lib/secrets.ts'
 
 t.test('generated secrets carry their kind\'s prefix and 256 bits of randomness', async (t) => {
@@ -41,4 +41,15 @@ t.test('login codes are short, typed by people, and normalised', async (t) => {
   t.equal(normaliseLoginCode(code.toLowerCase().replace('-', ' ')), code)
   t.equal(normaliseLoginCode('abcde fghjk'), 'ABCDE-FGHJK')
   t.equal(normaliseLoginCode('oiL00-11111'), '01100-11111', 'O→0, I/L→1 as Crockford base32 reads them')
+})
+
+t.test('sha256Base64Url is the unpadded base64url SHA-256 (the S256 transform of RFC 7636 §4.2)', async (t) => {
+  t.equal(sha256Base64Url('abc'), 'ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0')
+  t.equal(sha256Base64Url('dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk'), 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', 'RFC 7636 Appendix B')
+})
+
+t.test('a typed login code of another length is normalised but not re-dashed', async (t) => {
+  t.equal(normaliseLoginCode('abc-de'), 'ABCDE', 'five characters: no dash added')
+  t.equal(normaliseLoginCode('abcde-fghjkm'), 'ABCDEFGHJKM', 'eleven characters: no dash added')
+  t.equal(normaliseLoginCode(''), '')
 })
