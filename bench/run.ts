@@ -10,6 +10,8 @@
  *   npm run bench -- --large [--rows N]    whoami and bus_read with 1M rows in api_tokens and messages
  *   npm run bench -- --profile [--only k]  CPU profile of every server while target k runs (whoami-api)
  *   npm run bench -- --flood [--tokens N]  a valid client's p99 alone and while its address floods /mcp with N bad tokens (10,000)
+ *   npm run bench -- --listen [--streams N] [--messages M]  notification latency with N listen streams on one replica (1,000),
+ *                                          M sends through another (200), beside the long-poll's wake-up; memory per stream
  *
  * Options: --rounds N (5), --duration S per round (4), --warmup S (2), --connections N (32),
  * --only key,key (a subset of targets). BENCH_DATABASE_URL picks the PostgreSQL server.
@@ -21,6 +23,7 @@ import { machineInfo, ratesOf, renderChecks, renderTable, type Comparison } from
 import { runRounds, type Outcome } from './lib/rounds.ts'
 import { ERA_LABEL, ERAS, type Era } from './lib/rpc.ts'
 import { runFlood } from './flood.ts'
+import { runListen } from './listen.ts'
 import { runLarge } from './large.ts'
 import { runProfile } from './profile.ts'
 import { startRig } from './rig.ts'
@@ -33,6 +36,9 @@ const { values } = parseArgs({
     large: { type: 'boolean', default: false },
     profile: { type: 'boolean', default: false },
     flood: { type: 'boolean', default: false },
+    listen: { type: 'boolean', default: false },
+    streams: { type: 'string', default: '1000' },
+    messages: { type: 'string', default: '200' },
     tokens: { type: 'string', default: '10000' },
     requests: { type: 'string', default: '1000000' },
     rows: { type: 'string', default: '1000000' },
@@ -120,6 +126,8 @@ try {
     failed = !(await runSoak({ requests: number('requests'), connections: options.connections, log }))
   } else if (values.large) {
     failed = !(await runLarge({ ...options, rows: number('rows'), log }))
+  } else if (values.listen) {
+    failed = !(await runListen({ streams: number('streams'), messages: number('messages'), log }))
   } else if (values.flood) {
     failed = !(await runFlood({ ...options, tokens: number('tokens'), log }))
   } else if (values.profile) {
