@@ -125,6 +125,36 @@ if (fileNeeds(t, [needed, postgres()])) {
     t.equal(woke.messages[0]?.body, 'across replicas')
     t.ok(Date.now() - sentAt < 1000, `woke ${Date.now() - sentAt} ms after the send (waited ${Date.now() - started} ms in all)`)
 
+    // 4b. A subscriptions/listen stream through Caddy hears of a send through another replica
+    // at once: Caddy passes the stream through unbuffered (flush_interval -1).
+    {
+      const { Agent, request } = await import('undici')
+      const streamAgent = new Agent({ connect: { ca: readFileSync(rootCa, 'utf8') } })
+      t.teardown(() => streamAgent.close())
+      const meta = { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientCapabilities': {} }
+      const controller = new AbortController()
+      const stream = await request(`${publicUrl}/mcp`, {
+        method: 'POST',
+        dispatcher: streamAgent,
+        signal: controller.signal,
+        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${token}`, 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'subscriptions/listen' },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 'through-caddy', method: 'subscriptions/listen', params: { _meta: meta, notifications: { resourceSubscriptions: ['bus://channels/live'] } } })
+      })
+      t.match(String(stream.headers['content-type']), /^text\/event-stream/)
+      let received = ''
+      stream.body.on('data', (chunk: Buffer) => { received += chunk.toString() })
+      stream.body.on('error', () => {})
+      const ackDeadline = Date.now() + 5000
+      while (!received.includes('subscriptions/acknowledged') && Date.now() < ackDeadline) await new Promise((resolve) => setTimeout(resolve, 20))
+      t.match(received, /subscriptions\/acknowledged/, 'the acknowledgement arrives through Caddy before anything else happens')
+      const sentLiveAt = Date.now()
+      const { id: liveId } = await call(two, 'bus_send', { channel: 'live', body: 'pushed' }) as { id: number }
+      while (!received.includes(`"bus-mcp/messageId":${liveId}`) && Date.now() - sentLiveAt < 5000) await new Promise((resolve) => setTimeout(resolve, 10))
+      t.match(received, new RegExp(`"uri":"bus://channels/live","_meta":\\{"bus-mcp/messageId":${liveId}`), 'the notification came through Caddy')
+      t.ok(Date.now() - sentLiveAt < 1000, `a send through replica two reached a listener through Caddy in ${Date.now() - sentLiveAt} ms`)
+      controller.abort()
+    }
+
     // 5. SIGKILL one replica mid-traffic: every acknowledged send is readable afterwards.
     const acknowledged: number[] = []
     let failures = 0
