@@ -2,18 +2,18 @@ import fc from 'fast-check'
 import type { InjectOptions, LightMyRequestResponse } from 'fastify'
 import t from 'tap'
 import { createPrincipal } from '../../src/principals/store.ts'
-import { createTestDatabase, encodeParams, obtainTokens, registerClient, type Params, type RegisteredTestClient } from '../helpers/oauth-inject.ts'
-import { pkcePair } from '../helpers/oauth.ts'
+import { authorizationParams, authorize, createTestDatabase, encodeParams, obtainCode, obtainTokens, registerClient, type Params, type RegisteredTestClient } from '../helpers/oauth-inject.ts'
+import { parseConsentPage, pkcePair } from '../helpers/oauth.ts'
 import { principalWithToken, startTestServer, type TestServer } from '../helpers/server.ts'
 import {
-  AUTHORIZATION_RESPONSE_ERRORS, headerOf, leakIn, parseJson, REGISTER_ERRORS, REVOKE_ERRORS, stateDiff, stateOf, TOKEN_ERRORS, writeMark
+  AUTHORIZATION_RESPONSE_ERRORS, headerOf, leakIn, parseJson, REGISTER_ERRORS, replayHint, REVOKE_ERRORS, seedFor, stateDiff, stateOf, TOKEN_ERRORS, writeMark
 } from './support.ts'
 
 /**
  * Property-based fuzzing of every public endpoint and of the admin API (issue 5, item 2).
  *
- * Every request is generated from a fixed seed (so a failure reproduces exactly), sent through
- * `inject`, and must satisfy, whatever it was:
+ * Every request is generated from a seed that is new on every run (printed with each property;
+ * `FUZZ_SEED=<n>` replays a run exactly), sent through `inject`, and must satisfy, whatever it was:
  *
  * - never a 5xx; never a stack trace, source path or JavaScript error name in the body;
  * - the endpoint's own error shape: RFC 6749 §5.2 / RFC 7009 / RFC 7591 codes in JSON for token,
@@ -29,6 +29,11 @@ import {
  *   audited on purpose);
  * - nothing is logged at error level during the whole run (no handler failed, no audit write
  *   failed).
+ *
+ * Each property also asserts that a minimum share of its runs got past the first refusals (a
+ * success, or the endpoint's deeper checks): a generator that only ever produced garbage would
+ * otherwise test nothing but the parsers. Some runs use fresh real credentials (a new code, a new
+ * refresh token, a new consent transaction and its cookie), filled in just before they are sent.
  *
  * Rate limits are off here (RATE_LIMIT_MULTIPLIER=0) so that the generated requests reach the
  * handlers; the limits themselves are attacked in oauth-bcp.test.ts.
@@ -61,6 +66,13 @@ const boundCreated = await server.admin.inject({
 if (boundCreated.statusCode !== 201) throw new Error(`bound client: ${boundCreated.body}`)
 const boundClient: RegisteredTestClient = { clientId: JSON.parse(boundCreated.body).client_id, clientSecret: undefined, redirectUri: 'https://bound.example.com/cb' }
 const oauthTokens = await obtainTokens(server, boundClient)
+const machineCreated = await server.admin.inject({
+  method: 'POST', url: '/clients', headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+  payload: { name: 'Fuzz machine', principal: 'fz-writer', confidential: true }
+})
+if (machineCreated.statusCode !== 201) throw new Error(`machine client: ${machineCreated.body}`)
+/** A confidential client bound to a principal: client_credentials succeeds for it. */
+const machineClient = { clientId: JSON.parse(machineCreated.body).client_id as string, clientSecret: JSON.parse(machineCreated.body).client_secret as string }
 const clients = [publicClient, confidentialClient, boundClient]
 /** Every redirect URI each fixture client registered: the only places a redirect may go. */
 const registeredRedirects = new Map(clients.map((c) => [c.clientId, [c.redirectUri]]))
@@ -128,6 +140,14 @@ const headerText = fc.oneof(
   fc.string({ unit: fc.integer({ min: 0x20, max: 0xff }).filter((c) => c !== 0x7f).map((c) => String.fromCharCode(c)), maxLength: 60 }),
   fc.constantFrom('', ' ', 'a'.repeat(8_000), 'b'.repeat(60_000))
 )
+/**
+ * A string as an HTTP parser delivers it in a header: its UTF-8 bytes read as Latin-1, without
+ * the control characters a parser refuses. (inject would pass any string, which no real
+ * request can carry.)
+ */
+function asHeaderValue (value: string | undefined): string | undefined {
+  return value === undefined ? undefined : Buffer.from(value, 'utf8').toString('latin1').replace(/[\u0000-\u0008\u000a-\u001f\u007f]/g, '')
+}
 const basic = (id: string, secret: string): string => `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}`
 const authorizationHeader: fc.Arbitrary<string | string[] | undefined> = fc.oneof(
   { weight: 3, arbitrary: fc.constant(undefined) },
@@ -326,8 +346,15 @@ const checks: Record<Kind, Check> = {
       const sent = request.method === 'GET' || request.method === 'HEAD'
         ? new URL(request.url, 'http://x').searchParams
         : new URLSearchParams(request.payload?.toString() ?? '')
+      // A consent form posted from another site, or without any cookie, is never decided (CSRF).
+      if (request.method === 'POST' && sent.has('transaction') && (headerOf(request.headers, 'sec-fetch-site') === 'cross-site' || headerOf(request.headers, 'cookie') === undefined)) {
+        return `a consent form posted ${headerOf(request.headers, 'cookie') === undefined ? 'without a cookie' : 'cross-site'} was decided: ${location.slice(0, 200)}`
+      }
       const clientId = sent.getAll('client_id')
-      const registered = clientId.length === 1 ? registeredRedirects.get(clientId[0] as string) : undefined
+      // A consent form names no client: its transaction does, and the only real transactions here are publicClient's (freshConsent).
+      const registered = clientId.length === 1
+        ? registeredRedirects.get(clientId[0] as string)
+        : clientId.length === 0 && sent.has('transaction') ? registeredRedirects.get(publicClient.clientId) : undefined
       const target = `${url.protocol}//${url.hostname}${url.pathname}`
       if (registered === undefined || !registered.some((uri) => { const r = new URL(uri); return `${r.protocol}//${r.hostname}${r.pathname}` === target })) {
         return `open redirect: Location ${location.slice(0, 200)} is not a redirect URI of client ${JSON.stringify(clientId).slice(0, 100)}`
@@ -387,6 +414,11 @@ function allowedChange (kind: Kind, request: GeneratedRequest, response: LightMy
     if (status === 200) return { oauth_pending_authorizations: 1 }
     const location = headerOf(response.headers, 'location')
     if (status === 302 && location !== undefined && new URL(location).searchParams.get('code') !== null) return { oauth_grants: 1, oauth_codes: 1 }
+    // The consent form: an approval spends its transaction and makes a grant and a code; a denial (or
+    // the last allowed wrong credential) spends it; a wrong credential counts one failed attempt.
+    if (status === 303 && location !== undefined && new URL(location).searchParams.get('code') !== null) return { oauth_grants: 1, oauth_codes: 1, pending_consumed: 1 }
+    if (status === 303) return { pending_consumed: 1, pending_failed_attempts: 1 }
+    if (status === 401) return { pending_failed_attempts: 1 }
     return {}
   }
   if (kind === 'register') return status === 201 ? { oauth_clients: 1 } : {}
@@ -413,16 +445,44 @@ async function send (app: TestServer['app'], request: GeneratedRequest): Promise
 }
 
 /** Runs one property: every generated request to `kind` passes the common and the endpoint's checks. */
-async function fuzz (name: string, kind: Kind, arbitrary: fc.Arbitrary<GeneratedRequest>, options: { seed: number, numRuns: number, admin?: boolean }): Promise<void> {
+/** What counts as getting past the first refusals for a property, and the share of runs that must. */
+interface Reached { what: string, share: number, test: (request: GeneratedRequest, response: LightMyRequestResponse) => boolean }
+
+interface FuzzOptions {
+  numRuns: number
+  admin?: boolean
+  /** Fills in fresh real credentials (placeholders in the request) just before it is sent. */
+  prepare?: (request: GeneratedRequest) => Promise<GeneratedRequest>
+  reached?: Reached
+}
+
+/** The OAuth error code of a JSON error response. */
+function oauthError (response: LightMyRequestResponse): string | undefined {
+  const error = (parseJson(response.body) as { error?: unknown } | undefined)?.error
+  return typeof error === 'string' ? error : undefined
+}
+
+async function fuzz (name: string, kind: Kind, arbitrary: fc.Arbitrary<GeneratedRequest>, options: FuzzOptions): Promise<void> {
   await t.test(name, async (t) => {
     const app = options.admin === true ? server.admin : server.app
     const statuses = new Map<number, number>()
     let baseline = await stateOf(server)
     let mark = await writeMark(server)
     let fingerprints = 0
-    const details = await fc.check(fc.asyncProperty(arbitrary, async (request) => {
+    let reached = 0
+    const details = await fc.check(fc.asyncProperty(arbitrary, async (generated) => {
+      let request = generated
+      if (options.prepare !== undefined) {
+        request = await options.prepare(generated)
+        // What preparing wrote (a code, tokens, a consent transaction) is not the request's doing.
+        if (request !== generated) {
+          baseline = await stateOf(server)
+          mark = await writeMark(server)
+        }
+      }
       const response = await send(app, request)
       statuses.set(response.statusCode, (statuses.get(response.statusCode) ?? 0) + 1)
+      if (options.reached?.test(request, response) === true) reached++
       const problem = response.statusCode >= 500
         ? `HTTP ${response.statusCode}`
         : leakIn(response.body) !== undefined
@@ -444,12 +504,18 @@ async function fuzz (name: string, kind: Kind, arbitrary: fc.Arbitrary<Generated
         return allowed[changed] !== (after[changed] ?? 0) - (before[changed] ?? 0)
       })
       if (diff.length > 0) throw new Error(`state changed on ${response.statusCode >= 400 ? 'a failed' : 'a'} request: ${diff.join(', ')}${describe(request, response)}`)
-    }), { seed: options.seed, numRuns: options.numRuns, endOnFailure: true })
+    }), { seed: seedFor(name), numRuns: options.numRuns, endOnFailure: true })
     const error = details.errorInstance as Error | null
     t.notOk(details.failed, details.failed
-      ? `after ${details.numRuns} requests (seed ${details.seed}, path "${details.counterexamplePath ?? ''}"): ${error?.message ?? 'failed'}`
+      ? `after ${details.numRuns} requests (${replayHint(name)}, path "${details.counterexamplePath ?? ''}"): ${error?.message ?? 'failed'}`
       : `${options.numRuns} requests`)
-    t.comment(`${name}: statuses ${JSON.stringify(Object.fromEntries([...statuses].sort(([a], [b]) => a - b)))}, ${fingerprints} fingerprints compared`)
+    t.comment(`${name}: statuses ${JSON.stringify(Object.fromEntries([...statuses].sort(([a], [b]) => a - b)))}, ${fingerprints} fingerprints compared` +
+      `${options.reached !== undefined ? `, ${reached} reached ${options.reached.what}` : ''}; ${replayHint(name)}`)
+    // Over a complete run only (a failure stops the run early).
+    if (options.reached !== undefined && !details.failed) {
+      const minimum = Math.ceil(options.reached.share * options.numRuns)
+      t.ok(reached >= minimum, `at least ${minimum} of ${options.numRuns} requests reached ${options.reached.what} (${reached}; ${replayHint(name)})`)
+    }
   })
 }
 
@@ -468,7 +534,14 @@ t.test('self-check: the write mark moves and the fingerprint sees a change', asy
 })
 
 const anyMethod = fc.constantFrom('GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS')
-const jsonHeaders = fc.record({ 'content-type': fc.constantFrom('application/json', 'application/json; charset=utf-8', undefined) }, { requiredKeys: [] })
+/** The content type a client of the endpoint sends (mostly), or the generated one, whatever it is. */
+function contentTypes (...types: string[]): fc.Arbitrary<Record<string, string | undefined>> {
+  return fc.oneof(
+    { weight: 4, arbitrary: fc.constantFrom(...types).map((type) => ({ 'content-type': type })) },
+    { weight: 1, arbitrary: fc.constant({}) }
+  )
+}
+const jsonHeaders = contentTypes('application/json', 'application/json; charset=utf-8')
 
 /** Mostly what a real MCP client sends, so most requests reach JSON-RPC and the tools; sometimes anything. */
 const mcpHeaders = fc.record({
@@ -532,7 +605,9 @@ const rpcBody: fc.Arbitrary<string | Buffer> = fc.oneof(
   { weight: 3, arbitrary: anyBody }
 )
 
-await fuzz('POST /mcp: random JSON-RPC, batches, bodies and headers', 'mcp', request(fc.constant('POST'), fc.constantFrom('/mcp', '/mcp/', '/mcp?x=1', '/mcp?__proto__[a]=1'), rpcBody, mcpHeaders), { seed: 5001, numRuns: 120 })
+/** A 2xx from /mcp: the request got through authentication and the transport to JSON-RPC. */
+const mcpServed: Reached = { what: 'JSON-RPC (2xx)', share: 0.05, test: (_request, response) => response.statusCode === 200 || response.statusCode === 202 }
+await fuzz('POST /mcp: random JSON-RPC, batches, bodies and headers', 'mcp', request(fc.constant('POST'), fc.constantFrom('/mcp', '/mcp/', '/mcp?x=1', '/mcp?__proto__[a]=1'), rpcBody, mcpHeaders), { numRuns: 120, reached: mcpServed })
 /** 2026-07-28 requests: envelopes (valid, partial, type-confused), and headers that mostly agree with the body. */
 const modernEnvelope = fc.oneof(
   { weight: 4, arbitrary: fc.constant({ 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientCapabilities': {}, 'io.modelcontextprotocol/clientInfo': { name: 'fuzz', version: '1' } }) },
@@ -567,19 +642,19 @@ const modernExchange = fc.record({
     'content-type': 'application/json',
     accept: 'application/json, text/event-stream',
     'mcp-protocol-version': version,
-    'mcp-method': methodHeader === true ? (typeof method === 'string' ? method : undefined) : methodHeader === false ? undefined : methodHeader,
-    'mcp-name': nameHeader === true ? (typeof name === 'string' ? name : undefined) : nameHeader === false ? undefined : nameHeader
+    'mcp-method': asHeaderValue(methodHeader === true ? (typeof method === 'string' ? method : undefined) : methodHeader === false ? undefined : methodHeader),
+    'mcp-name': asHeaderValue(nameHeader === true ? (typeof name === 'string' ? name : undefined) : nameHeader === false ? undefined : nameHeader)
   }
   return request(fc.constant('POST'), fc.constant('/mcp'), fc.constant(JSON.stringify({ jsonrpc: '2.0', id, method, params: withMeta })), fc.constant(headers))
 })
-await fuzz('POST /mcp in the 2026-07-28 era: envelopes, Mcp-Method/Mcp-Name headers, and their disagreements', 'mcp', modernExchange, { seed: 5005, numRuns: 120 })
-await fuzz('GET, DELETE, OPTIONS, HEAD and other methods on /mcp', 'mcp', request(fc.constantFrom('GET', 'DELETE', 'OPTIONS', 'HEAD', 'PUT', 'PATCH'), fc.constantFrom('/mcp', '/mcp/', '/mcp?a=b'), fc.option(anyBody, { nil: undefined })), { seed: 5002, numRuns: 40 })
+await fuzz('POST /mcp in the 2026-07-28 era: envelopes, Mcp-Method/Mcp-Name headers, and their disagreements', 'mcp', modernExchange, { numRuns: 120, reached: { ...mcpServed, share: 0.01 } })
+await fuzz('GET, DELETE, OPTIONS, HEAD and other methods on /mcp', 'mcp', request(fc.constantFrom('GET', 'DELETE', 'OPTIONS', 'HEAD', 'PUT', 'PATCH'), fc.constantFrom('/mcp', '/mcp/', '/mcp?a=b'), fc.option(anyBody, { nil: undefined })), { numRuns: 40 })
 
 const discoveryPaths = fc.constantFrom(
   '/.well-known/oauth-protected-resource/mcp', '/.well-known/oauth-protected-resource', '/.well-known/oauth-authorization-server', '/.well-known/openid-configuration'
 )
-await fuzz('the well-known metadata documents', 'discovery', request(anyMethod, fc.tuple(discoveryPaths, query(['resource', 'issuer'])).map(([p, q]) => `${p}?${q}`), fc.option(anyBody, { nil: undefined })), { seed: 5003, numRuns: 40 })
-await fuzz('/healthz and /readyz', 'health', request(anyMethod, fc.tuple(fc.constantFrom('/healthz', '/readyz'), query(['x'])).map(([p, q]) => `${p}?${q}`), fc.option(anyBody, { nil: undefined })), { seed: 5004, numRuns: 30 })
+await fuzz('the well-known metadata documents', 'discovery', request(anyMethod, fc.tuple(discoveryPaths, query(['resource', 'issuer'])).map(([p, q]) => `${p}?${q}`), fc.option(anyBody, { nil: undefined })), { numRuns: 40 })
+await fuzz('/healthz and /readyz', 'health', request(anyMethod, fc.tuple(fc.constantFrom('/healthz', '/readyz'), query(['x'])).map(([p, q]) => `${p}?${q}`), fc.option(anyBody, { nil: undefined })), { numRuns: 30 })
 
 /** Registration bodies: near-valid metadata with every field type-confused in turn. */
 const anyJson = fc.jsonValue({ maxDepth: 2 })
@@ -605,10 +680,31 @@ const registrationBody: fc.Arbitrary<string | Buffer> = fc.oneof(
       ['__proto__']: anyJson
     }, { requiredKeys: [] }).map((body) => JSON.stringify(body))
   },
-  { weight: 2, arbitrary: anyBody }
+  { weight: 2, arbitrary: anyBody },
+  // Valid registrations (what real clients send), as they are or with one field replaced by anything.
+  {
+    weight: 6,
+    arbitrary: fc.tuple(
+      fc.record({
+        client_name: fc.constantFrom('Fuzz app', 'Claude', 'é 🙂 <b>'),
+        redirect_uris: fc.constantFrom(['https://ok.example/cb'], ['http://localhost/callback', 'http://127.0.0.1:1234/cb'], ['cursor://anysphere.cursor-mcp/oauth/callback']),
+        token_endpoint_auth_method: fc.constantFrom('none', 'client_secret_post', 'client_secret_basic'),
+        grant_types: fc.constantFrom(['authorization_code', 'refresh_token'], ['authorization_code']),
+        response_types: fc.constant(['code']),
+        scope: fc.constantFrom('bus:read', 'bus:read bus:write')
+      }, { requiredKeys: ['redirect_uris'] }),
+      fc.oneof(
+        { weight: 2, arbitrary: fc.constant(undefined) },
+        { weight: 1, arbitrary: fc.tuple(fc.constantFrom('client_name', 'redirect_uris', 'token_endpoint_auth_method', 'grant_types', 'response_types', 'scope', 'client_uri', 'jwks'), fc.oneof(text, anyJson)) }
+      )
+    ).map(([body, broken]) => JSON.stringify(broken === undefined ? body : { ...body, [broken[0]]: broken[1] }))
+  }
 )
-await fuzz('POST /oauth/register and /register: type-confused metadata, bodies, content types', 'register', request(fc.constant('POST'), fc.constantFrom('/oauth/register', '/register', '/oauth/register/', '/oauth/register?client_id=x'), registrationBody, jsonHeaders), { seed: 5005, numRuns: 80 })
-await fuzz('other methods on the registration endpoint', 'register', request(fc.constantFrom('GET', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'HEAD'), fc.constantFrom('/oauth/register', '/register'), fc.option(anyBody, { nil: undefined })), { seed: 5006, numRuns: 25 })
+await fuzz('POST /oauth/register and /register: type-confused metadata, bodies, content types', 'register', request(fc.constant('POST'), fc.constantFrom('/oauth/register', '/register', '/oauth/register/', '/oauth/register?client_id=x'), registrationBody, jsonHeaders), {
+  numRuns: 80,
+  reached: { what: 'a registration (201)', share: 0.1, test: (_request, response) => response.statusCode === 201 }
+})
+await fuzz('other methods on the registration endpoint', 'register', request(fc.constantFrom('GET', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'HEAD'), fc.constantFrom('/oauth/register', '/register'), fc.option(anyBody, { nil: undefined })), { numRuns: 25 })
 
 const AUTHORIZE_NAMES = ['client_id', 'redirect_uri', 'response_type', 'state', 'scope', 'code_challenge', 'code_challenge_method', 'resource', 'response_mode', 'nonce', 'request', 'request_uri', 'prompt']
 /** Mostly-valid authorization requests for a fixture client, with some parameters replaced by generated ones. */
@@ -624,7 +720,13 @@ const authorizeQuery = fc.oneof(
     arbitrary: fc.tuple(validBase, fc.constantFrom(...AUTHORIZE_NAMES), fc.option(paramValue, { nil: undefined })).map(([base, name, value]) => encodeParams({ ...base, [name]: value }))
   }
 )
-await fuzz('GET /oauth/authorize and /authorize: malformed, duplicated and type-confused parameters', 'authorize', request(fc.constantFrom('GET', 'HEAD'), fc.tuple(fc.constantFrom('/oauth/authorize', '/authorize', '/oauth/authorize/'), authorizeQuery).map(([p, q]) => `${p}?${q}`), fc.constant(undefined)), { seed: 5007, numRuns: 90 })
+/** Past phase one (client and redirect URI verified): a consent page, or a redirect to the client with a code or an error. */
+const authorizationVerified: Reached = {
+  what: 'a verified client (consent page or redirect to it)',
+  share: 0.12,
+  test: (_request, response) => response.statusCode === 200 || response.statusCode === 302 || response.statusCode === 303
+}
+await fuzz('GET /oauth/authorize and /authorize: malformed, duplicated and type-confused parameters', 'authorize', request(fc.oneof({ weight: 5, arbitrary: fc.constant('GET') }, { weight: 1, arbitrary: fc.constant('HEAD') }), fc.tuple(fc.constantFrom('/oauth/authorize', '/authorize', '/oauth/authorize/'), authorizeQuery).map(([p, q]) => `${p}?${q}`), fc.constant(undefined)), { numRuns: 90, reached: authorizationVerified })
 
 const consentForgery = paramsWith(['transaction', 'action', 'credential'], fc.record({
   transaction: fc.oneof(fc.constantFrom('forged', 'a'.repeat(101), ''), text, fc.array(text, { minLength: 2, maxLength: 2 })),
@@ -635,8 +737,43 @@ const authorizePostBody: fc.Arbitrary<string | Buffer> = fc.oneof(
   { weight: 3, arbitrary: consentForgery },
   { weight: 1, arbitrary: anyBody }
 )
-await fuzz('POST /oauth/authorize and /authorize: requests, forged consent forms, any body', 'authorize', request(fc.constant('POST'), fc.constantFrom('/oauth/authorize', '/authorize'), authorizePostBody, fc.record({ 'content-type': fc.constantFrom('application/x-www-form-urlencoded', undefined) }, { requiredKeys: [] })), { seed: 5008, numRuns: 90 })
-await fuzz('other methods on the authorization endpoint', 'authorize', request(fc.constantFrom('PUT', 'DELETE', 'PATCH', 'OPTIONS'), fc.constantFrom('/oauth/authorize', '/authorize'), fc.option(anyBody, { nil: undefined })), { seed: 5009, numRuns: 20 })
+/** Placeholders filled in just before sending: a real consent transaction of publicClient, and its cookie. */
+const FRESH_TRANSACTION = '__FRESH_TRANSACTION__'
+const FRESH_COOKIE = '__FRESH_COOKIE__'
+/** Consent submissions for a real transaction: right or wrong cookie, credential, action and Sec-Fetch-Site. */
+const freshConsent = fc.record({
+  action: fc.constantFrom('approve', 'approve', 'deny', 'other'),
+  credential: fc.oneof({ weight: 2, arbitrary: fc.constantFrom(writerToken, readerToken) }, { weight: 1, arbitrary: text }),
+  cookie: fc.constantFrom(FRESH_COOKIE, FRESH_COOKIE, FRESH_COOKIE, undefined, 'bus_consent_0000000000000000=x'),
+  site: fc.constantFrom(undefined, undefined, 'same-origin', 'none', 'cross-site'),
+  path: fc.constantFrom('/oauth/authorize', '/authorize')
+}).map(({ action, credential, cookie, site, path }): GeneratedRequest => {
+  const headers: Record<string, string> = { 'content-type': 'application/x-www-form-urlencoded' }
+  if (cookie !== undefined) headers.cookie = cookie
+  if (site !== undefined) headers['sec-fetch-site'] = site
+  return { method: 'POST', url: path, headers, remoteAddress: '203.0.113.7', payload: encodeParams({ transaction: FRESH_TRANSACTION, action, credential }) }
+})
+async function withFreshTransaction (request: GeneratedRequest): Promise<GeneratedRequest> {
+  const payload = request.payload?.toString() ?? ''
+  if (!payload.includes(FRESH_TRANSACTION)) return request
+  const page = await authorize(server, authorizationParams(server, publicClient).params)
+  if (page.statusCode !== 200) throw new Error(`no consent page for the fresh transaction: ${page.statusCode}`)
+  const { transaction } = parseConsentPage(page.body)
+  const cookie = String(page.headers['set-cookie'] ?? '').split(';')[0] ?? ''
+  const headers = { ...request.headers }
+  if (headers.cookie === FRESH_COOKIE) headers.cookie = cookie
+  return { ...request, headers, payload: payload.replaceAll(FRESH_TRANSACTION, encodeURIComponent(transaction)) }
+}
+await fuzz('POST /oauth/authorize and /authorize: requests, forged consent forms, any body', 'authorize', fc.oneof(
+  { weight: 3, arbitrary: request(fc.constant('POST'), fc.constantFrom('/oauth/authorize', '/authorize'), authorizePostBody, contentTypes('application/x-www-form-urlencoded')) },
+  { weight: 2, arbitrary: freshConsent }
+), {
+  numRuns: 90,
+  prepare: withFreshTransaction,
+  // Past phase one, or a consent form whose transaction was found (refused for its cookie, Sec-Fetch-Site or credential, or decided).
+  reached: { ...authorizationVerified, share: 0.15, test: (request, response) => authorizationVerified.test(request, response) || response.statusCode === 401 || response.statusCode === 403 }
+})
+await fuzz('other methods on the authorization endpoint', 'authorize', request(fc.constantFrom('PUT', 'DELETE', 'PATCH', 'OPTIONS'), fc.constantFrom('/oauth/authorize', '/authorize'), fc.option(anyBody, { nil: undefined })), { numRuns: 20 })
 
 const TOKEN_NAMES = ['grant_type', 'code', 'code_verifier', 'redirect_uri', 'refresh_token', 'scope', 'resource', 'client_id', 'client_secret', 'assertion', 'username', 'password']
 const tokenBase: fc.Arbitrary<Params> = fc.constantFrom(...clients).chain((c) => fc.record({
@@ -655,19 +792,73 @@ const tokenBody: fc.Arbitrary<string | Buffer> = fc.oneof(
   { weight: 2, arbitrary: fc.tuple(tokenBase, fc.constantFrom(...TOKEN_NAMES), fc.option(paramValue, { nil: undefined })).map(([base, name, value]) => encodeParams({ ...base, [name]: value })) },
   { weight: 1, arbitrary: anyBody }
 )
-const formHeaders = fc.record({ 'content-type': fc.constantFrom('application/x-www-form-urlencoded', 'application/x-www-form-urlencoded; charset=utf-8', undefined) }, { requiredKeys: [] })
-await fuzz('POST /oauth/token and /token: every grant type with broken, duplicated and confused parameters', 'token', request(fc.constant('POST'), fc.constantFrom('/oauth/token', '/token', '/oauth/token/', '/oauth/token?grant_type=client_credentials'), tokenBody, formHeaders), { seed: 5010, numRuns: 120 })
-await fuzz('other methods on the token endpoint', 'token', request(fc.constantFrom('GET', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'HEAD'), fc.constantFrom('/oauth/token', '/token'), fc.option(anyBody, { nil: undefined })), { seed: 5011, numRuns: 25 })
+const formHeaders = contentTypes('application/x-www-form-urlencoded', 'application/x-www-form-urlencoded; charset=utf-8')
+/** Placeholders filled in just before sending: a new code (and its verifier) or a new refresh token of boundClient. */
+const FRESH_CODE = '__FRESH_CODE__'
+const FRESH_VERIFIER = '__FRESH_VERIFIER__'
+const FRESH_REFRESH = '__FRESH_REFRESH__'
+/** Valid token requests of every grant type, as they are or with one parameter replaced by anything. */
+const freshTokenBody = fc.tuple(
+  fc.constantFrom('authorization_code', 'refresh_token', 'client_credentials'),
+  fc.oneof({ weight: 2, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: fc.tuple(fc.constantFrom(...TOKEN_NAMES), fc.option(paramValue, { nil: undefined })) })
+).map(([grant, broken]) => {
+  const base: Params = grant === 'authorization_code'
+    ? { grant_type: grant, code: FRESH_CODE, code_verifier: FRESH_VERIFIER, redirect_uri: boundClient.redirectUri, client_id: boundClient.clientId, resource: server.config.resourceUrl }
+    : grant === 'refresh_token'
+      ? { grant_type: grant, refresh_token: FRESH_REFRESH, client_id: boundClient.clientId, scope: 'bus:read' }
+      : { grant_type: grant, client_id: machineClient.clientId, client_secret: machineClient.clientSecret, scope: 'bus:read' }
+  return encodeParams(broken === undefined ? base : { ...base, [broken[0]]: broken[1] })
+})
+async function withFreshCredentials (request: GeneratedRequest): Promise<GeneratedRequest> {
+  let payload = request.payload?.toString() ?? ''
+  if (!payload.includes('__FRESH_')) return request
+  if (payload.includes(FRESH_CODE) || payload.includes(FRESH_VERIFIER)) {
+    const { code, verifier } = await obtainCode(server, boundClient)
+    payload = payload.replaceAll(FRESH_CODE, code).replaceAll(FRESH_VERIFIER, verifier)
+  }
+  if (payload.includes(FRESH_REFRESH)) payload = payload.replaceAll(FRESH_REFRESH, (await obtainTokens(server, boundClient)).refresh_token ?? '')
+  return { ...request, payload }
+}
+await fuzz('POST /oauth/token and /token: every grant type with broken, duplicated and confused parameters', 'token', fc.oneof(
+  { weight: 3, arbitrary: request(fc.constant('POST'), fc.constantFrom('/oauth/token', '/token', '/oauth/token/', '/oauth/token?grant_type=client_credentials'), tokenBody, formHeaders) },
+  { weight: 2, arbitrary: request(fc.constant('POST'), fc.constantFrom('/oauth/token', '/token'), freshTokenBody, fc.constant({ 'content-type': 'application/x-www-form-urlencoded', authorization: undefined })) }
+), {
+  numRuns: 120,
+  prepare: withFreshCredentials,
+  reached: { what: 'tokens (200)', share: 0.1, test: (_request, response) => response.statusCode === 200 }
+})
+await fuzz('POST /oauth/token: the grant checks (after client authentication and request parsing)', 'token', fc.oneof(
+  { weight: 1, arbitrary: request(fc.constant('POST'), fc.constant('/oauth/token'), tokenBody, formHeaders) },
+  { weight: 2, arbitrary: request(fc.constant('POST'), fc.constant('/oauth/token'), freshTokenBody, fc.constant({ 'content-type': 'application/x-www-form-urlencoded', authorization: undefined })) }
+), {
+  numRuns: 60,
+  prepare: withFreshCredentials,
+  reached: {
+    what: 'the grant checks (200, invalid_grant, invalid_scope, invalid_target or unauthorized_client)',
+    share: 0.3,
+    test: (_request, response) => response.statusCode === 200 || ['invalid_grant', 'invalid_scope', 'invalid_target', 'unauthorized_client'].includes(oauthError(response) ?? '')
+  }
+})
+await fuzz('other methods on the token endpoint', 'token', request(fc.constantFrom('GET', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'HEAD'), fc.constantFrom('/oauth/token', '/token'), fc.option(anyBody, { nil: undefined })), { numRuns: 25 })
 
-const revokeBase: fc.Arbitrary<Params> = fc.constantFrom(...clients).map((c) => ({ client_id: c.clientId, token: 'bus_at_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA', token_type_hint: 'access_token' }))
+const revokeBase: fc.Arbitrary<Params> = fc.constantFrom(...clients).map((c) => ({ client_id: c.clientId, client_secret: c.clientSecret, token: 'bus_at_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA', token_type_hint: 'access_token' }))
 const revokeBody: fc.Arbitrary<string | Buffer> = fc.oneof(
   { weight: 4, arbitrary: paramsWith(['token', 'token_type_hint', 'client_id', 'client_secret'], revokeBase).map(encodeParams) },
+  // A well-formed revocation, with at most one parameter replaced: reaches client authentication and the lookup.
+  {
+    weight: 3,
+    arbitrary: fc.tuple(revokeBase, fc.oneof({ weight: 2, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: fc.tuple(fc.constantFrom('token', 'token_type_hint', 'client_id', 'client_secret'), fc.option(paramValue, { nil: undefined })) }))
+      .map(([base, broken]) => encodeParams(broken === undefined ? base : { ...base, [broken[0]]: broken[1] }))
+  },
   { weight: 1, arbitrary: anyBody }
 )
 /** Revocation fuzz never carries the fixtures' own tokens, so a 200 must change nothing either (RFC 7009 §2.2). */
 const revokeRequests = request(fc.constant('POST'), fc.constantFrom('/oauth/revoke', '/revoke', '/oauth/revoke/'), revokeBody, formHeaders)
   .filter((r) => ![oauthTokens.access_token, oauthTokens.refresh_token ?? '\u0000'].some((secret) => (r.payload?.toString() ?? '').includes(encodeURIComponent(secret))))
-await fuzz('POST /oauth/revoke and /revoke: broken, duplicated and confused parameters', 'revoke', revokeRequests, { seed: 5012, numRuns: 60 })
+await fuzz('POST /oauth/revoke and /revoke: broken, duplicated and confused parameters', 'revoke', revokeRequests, {
+  numRuns: 60,
+  reached: { what: 'an authenticated revocation (200)', share: 0.1, test: (_request, response) => response.statusCode === 200 }
+})
 
 // Any path at all: traversal, encodings, doubled slashes, NUL. Nothing may 5xx or leak.
 const anyPath = fc.oneof(
@@ -675,7 +866,7 @@ const anyPath = fc.oneof(
     '/%ff', '/%', '/?', '/admin', '/metrics', '/principals', '/%2F%2Fevil.example', '/oauth/authorize;jsessionid=x', '/' + 'a'.repeat(10_000)),
   fc.string({ unit: 'binary-ascii', maxLength: 30 }).map((s) => `/${encodeURI(s)}`)
 )
-await fuzz('any path, any method on the public listener', 'any', request(anyMethod, anyPath, fc.option(anyBody, { nil: undefined })), { seed: 5013, numRuns: 60 })
+await fuzz('any path, any method on the public listener', 'any', request(anyMethod, anyPath, fc.option(anyBody, { nil: undefined })), { numRuns: 60 })
 
 // The admin API last: a generated request that succeeds there changes state on purpose.
 const adminToken = fc.constantFrom(`Bearer ${ADMIN_TOKEN}`, `Bearer ${ADMIN_TOKEN}`, `Bearer ${ADMIN_TOKEN}`, `bearer ${ADMIN_TOKEN}`, undefined, `Bearer ${ADMIN_TOKEN}x`, `Bearer ${ADMIN_TOKEN.slice(0, -1)}`, `Basic ${ADMIN_TOKEN}`, `Bearer ${writerToken}`, 'Bearer ')
@@ -720,7 +911,7 @@ const adminRequests = fc.record({ route: adminRoute, payload: fc.option(adminBod
     if (contentType !== undefined) headers['content-type'] = contentType
     return { method, url, headers, remoteAddress, ...(payload !== undefined && method !== 'GET' && method !== 'HEAD' ? { payload } : {}) }
   })
-await fuzz('the admin API: every route with broken names, ids, bodies and tokens', 'admin', adminRequests, { seed: 5014, numRuns: 90, admin: true })
+await fuzz('the admin API: every route with broken names, ids, bodies and tokens', 'admin', adminRequests, { numRuns: 90, admin: true })
 
 t.test('after all of that the server still serves', async (t) => {
   const whoami = await server.app.inject({
