@@ -40,7 +40,14 @@ export default async function mcpRoutes (fastify: FastifyInstance, { runtime }: 
     if (route.kind === 'reject') {
       return await sendRpcError(reply, { status: route.httpStatus, code: route.code, message: route.message, data: route.data, id: requestIdOf(request.body) })
     }
-    if (route.kind === 'modern' && isListenRequest(request.body)) return await listen.open(request.body, auth, reply)
+    if (route.kind === 'modern' && isListenRequest(request.body)) {
+      // The classifier catches a header naming another method; the SDK's own listen path also
+      // requires the header to be there (a stream opened by mistake would never end).
+      if (request.headers['mcp-method'] !== 'subscriptions/listen') {
+        return await sendRpcError(reply, { status: 400, code: -32020, id: requestIdOf(request.body), message: 'Bad Request: the request headers and body disagree: the body names method subscriptions/listen but the Mcp-Method header is missing' })
+      }
+      return await listen.open(request.body, auth, reply)
+    }
     // The SDK acknowledges the notification; the long-poll it names may be running anywhere.
     const cancelled = cancelledRequestId(request.body)
     if (cancelled !== undefined) await pending.cancel(auth, cancelled)

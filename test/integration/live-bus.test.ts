@@ -270,6 +270,16 @@ t.test('subscriptions/listen', async (t) => {
     }
     t.equal(server.runtime.listen.size, 0)
 
+    const headers = modernHeaders(alice, 'subscriptions/listen')
+    delete headers['mcp-method']
+    const headerless = await server.app.inject({ method: 'POST', url: '/mcp', headers, payload: { jsonrpc: '2.0', id: 'h', method: 'subscriptions/listen', params: { _meta: META, notifications: { resourceSubscriptions: ['bus://inbox'] } } } })
+    t.equal(headerless.statusCode, 400, 'no Mcp-Method header: 400, no stream')
+    t.match(JSON.parse(headerless.body), { id: 'h', error: { code: -32020 } })
+    const mismatched = await server.app.inject({ method: 'POST', url: '/mcp', headers: modernHeaders(alice, 'tools/list'), payload: { jsonrpc: '2.0', id: 'm', method: 'subscriptions/listen', params: { _meta: META, notifications: { resourceSubscriptions: ['bus://inbox'] } } } })
+    t.match({ status: mismatched.statusCode, body: JSON.parse(mismatched.body) }, { status: 400, body: { id: 'm', error: { code: -32020 } } }, 'a header naming another method: -32020')
+    const legacy = await server.app.inject({ method: 'POST', url: '/mcp', headers: { 'content-type': 'application/json', accept: 'application/json', authorization: `Bearer ${alice}` }, payload: { jsonrpc: '2.0', id: 'l', method: 'subscriptions/listen', params: { notifications: {} } } })
+    t.equal(JSON.parse(legacy.body).error.code, -32601, 'the 2025 era has no subscriptions/listen')
+
     const open = []
     for (let i = 0; i < 6; i++) open.push(await rawListen(server, bob, { resourceSubscriptions: ['bus://inbox'] }, `s${i}`))
     await until('six streams', () => server.runtime.listen.size === 6)
