@@ -1,30 +1,22 @@
-import { execFile } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { fileURLToPath } from 'node:url'
 import t, { type Test } from 'tap'
 import { createPostgresDatabase } from '../helpers/database.ts'
 import { freePort, startTestServer, type TestServer } from '../helpers/server.ts'
 import { listApiTokens, listPrincipals } from '../../src/principals/store.ts'
 import { embeddedPass, postgres, testNeeding } from '../helpers/requirements.ts'
+import { cliProcess, startCliHost, type Run } from '../helpers/cli.ts'
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 const ADMIN_TOKEN = 'test-admin-token-0123456789abcdef'
 
-interface Run { code: number, stdout: string, stderr: string }
-
-/** Runs the CLI as its own process, as a user would (`bus-mcp …` is `node bin/bus-mcp.js …`, which runs src/cli.ts). */
-async function cli (args: string[], env: Record<string, string | undefined> = {}): Promise<Run> {
-  const childEnv: Record<string, string | undefined> = { ...process.env, BUS_ADMIN_TOKEN: undefined, BUS_ADMIN_URL: undefined, DATABASE_URL: undefined, DATA_DIR: undefined, ...env }
-  for (const key of Object.keys(childEnv)) if (childEnv[key] === undefined) delete childEnv[key]
-  return await new Promise((resolve) => {
-    execFile(process.execPath, ['bin/bus-mcp.js', ...args], { cwd: ROOT, env: childEnv as NodeJS.ProcessEnv, timeout: 60_000 }, (error, stdout, stderr) => {
-      const code = error === null ? 0 : typeof error.code === 'number' ? error.code : 1
-      resolve({ code, stdout, stderr })
-    })
-  })
-}
+/**
+ * Most commands run in one long-lived CLI host (src/cli.ts evaluated afresh per command, with its
+ * own argv, environment, stdout, stderr and exit code): a process per command made this the
+ * slowest file. The real entry, `node bin/bus-mcp.js` as its own process, is run at the end, and
+ * checked to answer exactly as the host does.
+ */
+const cli = await startCliHost(t)
 
 /** `--json` output must be exactly one JSON value. */
 function json (t: Test, run: Run, what: string): any {
@@ -191,6 +183,24 @@ t.test('the admin CLI against a running server', async (t) => {
     t.same({ code: tokens.code, stdout: tokens.stdout }, { code: 0, stdout: '(none)\n' })
     t.same(json(t, grants, 'grant list --principal dave'), [])
   })
+
+  t.test('the real entry (node bin/bus-mcp.js, a process per command) answers exactly as the CLI host does', async (t) => {
+    const nobody = `http://127.0.0.1:${await freePort()}`
+    const cases: Array<[string[], Record<string, string>]> = [
+      [['--help'], {}],
+      [[], {}], // the usage on stderr, exit 2
+      [['audit', 'tail', '--limit', '20000'], {}], // a value commander refuses, exit 2
+      [['principal', 'list', '--json'], env],
+      [['principal', 'add', 'alice'], env], // refused by the server, exit 1
+      [['principal', 'list'], { BUS_ADMIN_URL: nobody }] // unreachable, exit 1
+    ]
+    const inHost: Run[] = []
+    for (const [args, env] of cases) inHost.push(await cli(args, env))
+    const asProcess = await Promise.all(cases.map(async ([args, env]) => await cliProcess(args, env)))
+    cases.forEach(([args], i) => {
+      t.same(inHost[i], asProcess[i], `bus-mcp ${args.join(' ')}: exit ${asProcess[i]?.code}, the same stdout and stderr`)
+    })
+  })
 })
 
 t.test('with ADMIN_TOKEN set, the CLI needs BUS_ADMIN_TOKEN', async (t) => {
@@ -278,9 +288,10 @@ t.test('--help names the environment the CLI reads', async (t) => {
   t.match(sub.stdout, /id +the token's numeric id, as "bus-mcp token list" shows it/)
 })
 
-t.test('bus-mcp --version prints the package version', async (t) => {
+t.test('bus-mcp --version prints the package version (node bin/bus-mcp.js, its own process)', async (t) => {
   const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
-  const run = await cli(['--version'])
+  const run = await cliProcess(['--version'])
   t.equal(run.code, 0)
   t.equal(run.stdout, `${version}\n`)
 })
+
