@@ -9,6 +9,7 @@ import { ConfigError, loadConfig, type Config } from './config.ts'
 import { DataDirError } from './db/client.ts'
 import { DataDirInUseError } from './db/data-dir-lock.ts'
 import { describeDatabaseError } from './db/errors.ts'
+import { postgresDriverProblem } from './db/postgres-driver.ts'
 import { principals } from './db/schema.ts'
 import { listenOn } from './lib/listen.ts'
 import { createLogger } from './logger.ts'
@@ -47,6 +48,10 @@ try {
 }
 
 const log = createLogger(config.logLevel)
+// docs/decisions/0020: postgres.js without its connection fix can crash on a database restart.
+const driverProblem = postgresDriverProblem()
+if (driverProblem !== undefined && config.databaseUrl !== undefined) fail(driverProblem)
+if (driverProblem !== undefined) log.warn(`${driverProblem} (unused now: no DATABASE_URL, the embedded database runs)`)
 if (config.rateLimitMultiplier === 0) log.warn('RATE_LIMIT_MULTIPLIER=0: every rate limit is off; use this only for benchmarks and test rigs')
 
 const runtime = await startRuntime(config, log).catch((err: unknown) => {

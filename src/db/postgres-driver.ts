@@ -1,6 +1,6 @@
 import Module, { createRequire } from 'node:module'
-import { dirname, join } from 'node:path'
 import type postgresModule from 'postgres'
+import { locatePostgresDriver, patchConnectionSource, postgresDriverProblem as describeProblem, type PostgresDriverState } from './postgres-driver-patch.ts'
 
 /**
  * postgres.js, with its write scheduler fixed for connections that die.
@@ -17,43 +17,22 @@ import type postgresModule from 'postgres'
  * This loads the package's CommonJS build with two small changes applied to connection.js in
  * memory (node_modules is not touched, so it holds however the package was installed):
  * a write on a closed connection fails the queries sent on it with CONNECTION_CLOSED instead of
- * throwing, and closing a connection drops its unsent buffer. A release that changes this code
- * (fixed upstream) is loaded as is.
+ * throwing, and closing a connection drops its unsent buffer. package.json pins the exact
+ * version the change is written for. A release that changes this code is loaded as is, and then
+ * `postgresDriverProblem()` says so: the server refuses to start on PostgreSQL, `bus-mcp doctor`
+ * fails its postgres-driver check, and test/unit/postgres-driver.test.ts fails.
  */
+
+export { patchConnectionSource } from './postgres-driver-patch.ts'
 
 type Postgres = typeof postgresModule
 
 const require = createRequire(import.meta.url)
 
-const NEXT_WRITE = '  function nextWrite(fn) {\n    const x = socket.write(chunk, fn)\n'
-const GUARDED_NEXT_WRITE = `  function writeAfterClose() {
-    nextWriteTimer !== null && clearImmediate(nextWriteTimer)
-    chunk = nextWriteTimer = null
-    const err = Errors.connection('CONNECTION_CLOSED', options)
-    query && queryError(query, err)
-    while (sent.length)
-      queryError(sent.shift(), err)
-    return false
-  }
-
-  function nextWrite(fn) {
-    if (socket === null)
-      return writeAfterClose()
-    const x = socket.write(chunk, fn)
-`
-const CANCEL_WRITE = '    clearImmediate(nextWriteTimer)\n'
-const FORGET_WRITE = '    clearImmediate(nextWriteTimer)\n    chunk = nextWriteTimer = null\n'
-
-/** The patched source, or the original when it is not the code this fixes. */
-export function patchConnectionSource (source: string): { source: string, patched: boolean } {
-  if (!source.includes(NEXT_WRITE) || source.split(CANCEL_WRITE).length !== 3) return { source, patched: false }
-  return { source: source.replace(NEXT_WRITE, GUARDED_NEXT_WRITE).replaceAll(CANCEL_WRITE, FORGET_WRITE), patched: true }
-}
-
 interface CompilingModule { _compile: (content: string, filename: string) => unknown }
 
-function loadPostgres (): { postgres: Postgres, patched: boolean } {
-  const connectionFile = join(dirname(require.resolve('postgres')), 'connection.js')
+function loadPostgres (): { postgres: Postgres, state: PostgresDriverState } {
+  const { version, connectionFile } = locatePostgresDriver()
   const prototype = Module.prototype as unknown as CompilingModule
   const compile = prototype._compile
   let patched = false
@@ -62,7 +41,7 @@ function loadPostgres (): { postgres: Postgres, patched: boolean } {
     return compile.call(this, content, filename)
   }
   try {
-    return { postgres: require('postgres') as Postgres, patched }
+    return { postgres: require('postgres') as Postgres, state: { version, patched } }
   } finally {
     prototype._compile = compile
   }
@@ -73,4 +52,11 @@ const loaded = loadPostgres()
 /** The postgres.js factory (same API as `import postgres from 'postgres'`). */
 export const postgres: Postgres = loaded.postgres
 /** Whether the fix was applied (false once a postgres.js release has changed that code). */
-export const postgresDriverPatched: boolean = loaded.patched
+export const postgresDriverPatched: boolean = loaded.state.patched
+/** The loaded postgres.js: its version and whether the fix was applied to it. */
+export const postgresDriver: Readonly<PostgresDriverState> = Object.freeze({ ...loaded.state })
+
+/** One line for the start to stop with when the fix did not apply to the loaded driver; else undefined. */
+export function postgresDriverProblem (): string | undefined {
+  return describeProblem(loaded.state)
+}
