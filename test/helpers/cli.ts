@@ -3,7 +3,8 @@ import { fileURLToPath } from 'node:url'
 import type { Teardown } from './database.ts'
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
-const RUN_TIMEOUT_MS = 60_000
+// Generous: migrate on a fresh embedded database runs initdb, tens of seconds on a loaded machine.
+const RUN_TIMEOUT_MS = 150_000
 
 export interface Run { code: number, stdout: string, stderr: string }
 export type Cli = (args: string[], env?: Record<string, string | undefined>) => Promise<Run>
