@@ -2,7 +2,7 @@
  * The checks of `bus-mcp doctor`, one function each, in the order claude.ai's connector backend
  * walks a server (client-interop.md §2, §4): unauthenticated initialize → 401 challenge →
  * protected resource metadata → authorization server metadata → endpoints → registration, then
- * CORS and the 2025-03-26 fallback. Each returns a CheckResult naming the
+ * CORS, the 2025-03-26 fallback and this installation. Each returns a CheckResult naming the
  * problem and its fix; some also return what they found, which the next checks need. None
  * follows a redirect or prints a secret. Every HTTP answer goes through one chain
  * (checks/answer.ts: no answer / redirect / missing / wrong status / not JSON); each file under
@@ -20,3 +20,4 @@ export {
 } from './checks/as-metadata.ts'
 export { checkAuthorizationEndpoint, checkFallbackAuthorize, checkRegistration, checkRegistrationEndpoint, checkTokenEndpoint } from './checks/endpoints.ts'
 export { checkExposeHeaders, checkPreflight, type PreflightRequest } from './checks/cors.ts'
+export { checkPostgresDriver } from './checks/installation.ts'

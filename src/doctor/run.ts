@@ -2,7 +2,7 @@ import {
   checkAsMetadata, checkAuthorizationEndpoint, checkChallenge, checkEndpoints, checkExposeHeaders,
   checkFallbackAuthorize, checkIssParameter, checkIssuer, checkOidcAlias, checkPkce, checkPreflight,
   checkProtectedResourceMetadata, checkPublicClients, checkRegistration, checkRegistrationEndpoint,
-  checkResponseTypes, checkTokenEndpoint, checkUnauthenticatedInitialize, checkUrl, CLAUDE_ORIGIN,
+  checkPostgresDriver, checkResponseTypes, checkTokenEndpoint, checkUnauthenticatedInitialize, checkUrl, CLAUDE_ORIGIN,
   INSPECTOR_ORIGIN, wellKnownUrl, type CheckResult, type ProtectedResourceMetadata
 } from './checks.ts'
 import { DEFAULT_TIMEOUT_MS, type FetchLike, type ProbeOptions } from './probe.ts'
@@ -127,6 +127,9 @@ export async function runDoctor (input: string, options: DoctorOptions = {}): Pr
   // 8. The 2025-03-26 fallback.
   results.push(await checkFallbackAuthorize(mcpUrl, probeOptions))
 
+  // 9. This installation: the database driver a server started from it would load.
+  results.push(checkPostgresDriver())
+
   return report()
 }
 
@@ -140,8 +143,12 @@ export function formatReport (report: DoctorReport): string {
   const failed = count('fail')
   const summary = [`${count('pass')} passed`, `${failed} failed`, `${count('warn')} warning(s)`, `${count('info')} info`].join(', ')
   lines.push('')
+  // The installation's own check (postgres-driver) says nothing about what claude.ai sees.
+  const deploymentFailed = report.results.some((r) => r.status === 'fail' && r.name !== 'postgres-driver')
   lines.push(failed === 0
     ? `${summary}: discovery works the way claude.ai does it${count('warn') > 0 ? ' (see the warnings for a public deployment)' : ''}.`
-    : `${summary}: claude.ai would not connect; fix the FAIL lines from the top (later ones often follow from earlier ones).`)
+    : deploymentFailed
+      ? `${summary}: claude.ai would not connect; fix the FAIL lines from the top (later ones often follow from earlier ones).`
+      : `${summary}: discovery works the way claude.ai does it, but a server started from this installation would not start on PostgreSQL (see postgres-driver).`)
   return lines.join('\n')
 }
