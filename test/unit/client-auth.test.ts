@@ -30,7 +30,8 @@ t.test('Basic credentials: client id and secret, form-urlencoded before base64 (
 t.test('malformed Basic headers are invalid_client', async (t) => {
   const malformed = [
     'Basic', 'Basic ', 'Basic !!!', 'Basic abc def', `Basic ${Buffer.from('client_abc:s').toString('base64')}\tx`, basic('no-colon'), basic(':secret-without-id'),
-    basic('%zz:secret'), basic('client_abc:%zz'), `Basic\t${Buffer.from('client_abc:s').toString('base64')}`, `xBasic ${Buffer.from('client_abc:s').toString('base64')}`
+    basic('%zz:secret'), basic('client_abc:%zz'), `Basic\t${Buffer.from('client_abc:s').toString('base64')}`, `xBasic ${Buffer.from('client_abc:s').toString('base64')}`,
+    `Basic junk Basic ${Buffer.from('client_abc:s').toString('base64')}`
   ]
   for (const header of malformed) {
     const error = errorOf(() => readClientCredentials(header, {}))
