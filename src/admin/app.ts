@@ -2,10 +2,11 @@ import Fastify, { type FastifyError, type FastifyInstance } from 'fastify'
 import { desc } from 'drizzle-orm'
 import { parseBearer } from '../auth/bearer.ts'
 import { auditLog } from '../db/schema.ts'
-import { isDatabaseUnavailable } from '../db/errors.ts'
+import { classifyAndLog } from '../lib/errors.ts'
+import { InputError } from '../lib/input-error.ts'
 import { constantEquals } from '../lib/secrets.ts'
 import {
-  AdminInputError, createPrincipal, issueApiToken, listApiTokens, listPrincipals, revokeApiToken, setPrincipalDisabled
+  createPrincipal, issueApiToken, listApiTokens, listPrincipals, revokeApiToken, setPrincipalDisabled
 } from '../principals/store.ts'
 import type { Runtime } from '../runtime.ts'
 import { createPreregisteredClient, listClients, registrationResponse, removeClient } from '../oauth/clients.ts'
@@ -178,17 +179,12 @@ export async function adminRoutes (fastify: FastifyInstance, { runtime }: { runt
     }
   })
 
-  fastify.setErrorHandler(async (error: FastifyError | AdminInputError, request, reply) => {
-    if (error instanceof AdminInputError) return await reply.code(error.statusCode).send({ error: 'invalid_request', message: error.message })
-    if (isDatabaseUnavailable(error)) {
-      return await reply.code(503).header('Retry-After', '5').send({ error: 'service_unavailable', message: 'The database is unavailable; try again shortly' })
-    }
-    const status = error.statusCode ?? 500
-    if (status >= 500) {
-      request.log.error({ err: error }, 'admin request failed')
-      return await reply.code(500).send({ error: 'internal_error', message: 'Internal Server Error' })
-    }
-    return await reply.code(status).send({ error: 'invalid_request', message: error.message })
+  fastify.setErrorHandler(async (error: FastifyError | InputError, request, reply) => {
+    if (error instanceof InputError) return await reply.code(error.statusCode).send({ error: 'invalid_request', message: error.message })
+    const failure = classifyAndLog(request.log, error, 'admin request failed')
+    if (failure.retryAfter !== undefined) reply.header('Retry-After', failure.retryAfter)
+    const code = failure.kind === 'unavailable' ? 'service_unavailable' : failure.kind === 'internal' ? 'internal_error' : 'invalid_request'
+    return await reply.code(failure.status).send({ error: code, message: failure.message })
   })
   fastify.setNotFoundHandler(async (request, reply) => await reply.code(404).send({ error: 'not_found', message: `${request.method} ${request.url.split('?')[0] ?? ''} is not an admin route` }))
 }

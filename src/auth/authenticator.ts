@@ -2,7 +2,7 @@ import { sql } from 'drizzle-orm'
 import { rowsOf, type Database } from '../db/client.ts'
 import { BatchLane, ExpiringSet, type BatchLaneOptions } from '../lib/failure-limiter.ts'
 import { hashSecret, kindOfSecret, TOKEN_PREFIX } from '../lib/secrets.ts'
-import { AUTH_NOTIFY_CHANNEL, onLocalAuthChange } from '../principals/store.ts'
+import { AUTH_NOTIFY_CHANNEL, onLocalAuthChange } from './invalidation.ts'
 import { effectiveScopes } from './scopes.ts'
 import type { AuthContext } from './types.ts'
 

@@ -1,6 +1,6 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { AuthContext } from '../auth/types.ts'
-import { isDatabaseUnavailable } from '../db/errors.ts'
+import { classifyAndLog, type ErrorKind } from '../lib/errors.ts'
 import type { Runtime } from '../runtime.ts'
 import { createAuthHook } from './auth-hook.ts'
 import { corsPreflight, createOriginHook } from './origin.ts'
@@ -97,26 +97,21 @@ export default async function mcpRoutes (fastify: FastifyInstance, { runtime }: 
   fastify.delete('/mcp', notAllowed)
 
   fastify.setErrorHandler(async (error: FastifyError, request, reply) => {
-    if (isDatabaseUnavailable(error)) {
-      reply.header('Retry-After', RETRY_AFTER_SECONDS)
-      return await sendRpcError(reply, { status: 503, code: -32000, message: 'The bus database is unavailable; try again shortly' })
-    }
-    const status = error.statusCode ?? 500
-    if (status >= 500) {
-      request.log.error({ err: error }, 'mcp request failed')
-      return await sendRpcError(reply, { status: 500, code: -32603, message: 'Internal error' })
-    }
-    if (error.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || error.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || error instanceof SyntaxError) {
-      return await sendRpcError(reply, { status: 400, code: -32700, message: 'Parse error: the body is not valid JSON' })
-    }
-    if (error.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
-      return await sendRpcError(reply, { status: 413, code: -32000, message: `Payload Too Large: the request body must not exceed ${MCP_BODY_LIMIT} bytes` })
-    }
-    if (error.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
-      return await sendRpcError(reply, { status: 415, code: -32000, message: 'Unsupported Media Type: Content-Type must be application/json' })
-    }
-    return await sendRpcError(reply, { status, code: -32000, message: error.message })
+    const failure = classifyAndLog(request.log, error, 'mcp request failed')
+    if (failure.retryAfter !== undefined) reply.header('Retry-After', failure.retryAfter)
+    return await sendRpcError(reply, { status: failure.status, ...RPC_ERRORS[failure.kind](failure.message) })
   })
+}
+
+/** Each kind of failure as JSON-RPC says it (the HTTP status comes with the classification). */
+const RPC_ERRORS: Record<ErrorKind, (message: string) => { code: number, message: string }> = {
+  unavailable: () => ({ code: -32000, message: 'The bus database is unavailable; try again shortly' }),
+  internal: () => ({ code: -32603, message: 'Internal error' }),
+  unparsable: () => ({ code: -32700, message: 'Parse error: the body is not valid JSON' }),
+  body_too_large: () => ({ code: -32000, message: `Payload Too Large: the request body must not exceed ${MCP_BODY_LIMIT} bytes` }),
+  unsupported_media_type: () => ({ code: -32000, message: 'Unsupported Media Type: Content-Type must be application/json' }),
+  rate_limited: (message) => ({ code: -32000, message }),
+  rejected: (message) => ({ code: -32000, message })
 }
 
 /** Aborts when the client goes away before the answer was written. */

@@ -4,12 +4,12 @@ import {
 } from '@modelcontextprotocol/server'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { LEGACY_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSION, SERVER_INFO } from './sdk-server.ts'
+import { RETRY_AFTER_SECONDS } from '../lib/errors.ts'
 import { UNAVAILABLE_ERROR_CODE, type ToolCallParams, type ToolCallResult } from './tool-call.ts'
 
 /** Bodies are bounded: a full 64 KiB message JSON-escaped, batches, and headroom. */
 export const MCP_BODY_LIMIT = 512 * 1024
 const MAX_BATCH = 100
-const RETRY_AFTER_SECONDS = '5'
 
 type RequestId = string | number
 
@@ -198,7 +198,7 @@ function holdsUnavailableError (text: string): boolean {
   }
 }
 
-export { RETRY_AFTER_SECONDS }
+export { RETRY_AFTER_SECONDS } from '../lib/errors.ts'
 
 /**
  * tools/call params the SDK would refuse with its schema's raw issue list as the message: the

@@ -2,7 +2,7 @@ import formbody from '@fastify/formbody'
 import { eq } from 'drizzle-orm'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { parseScopes, SCOPES, type Scope } from '../auth/scopes.ts'
-import { isDatabaseUnavailable } from '../db/errors.ts'
+import { classifyAndLog, type ErrorKind } from '../lib/errors.ts'
 import { oauthClients, principals, type OAuthClient, type Principal } from '../db/schema.ts'
 import { constantEquals, hashSecret } from '../lib/secrets.ts'
 import type { Runtime } from '../runtime.ts'
@@ -19,7 +19,11 @@ import { isLoopbackRedirect, redirectUriMatches } from './redirect-uri.ts'
 import { namesThisResource } from './resource.ts'
 import { rateLimit } from './http.ts'
 
-/** Shown, never redirected: the client or its redirect URI could not be verified (RFC 6749 §4.1.2.1). */
+/**
+ * The two ways an authorization request fails (RFC 6749 §4.1.2.1), both thrown and answered by
+ * this plugin's error handler: shown on a page when the client or its redirect URI could not be
+ * verified (never redirected), sent back to the verified redirect URI otherwise.
+ */
 class AuthorizePageError extends Error {
   readonly title: string
   readonly statusCode: number
@@ -50,17 +54,15 @@ export default async function authorizeRoutes (fastify: FastifyInstance, { runti
   const secureCookies = config.publicUrl.startsWith('https:')
   await fastify.register(formbody, { bodyLimit: 16 * 1024 })
 
-  fastify.setErrorHandler(async (error: FastifyError | AuthorizePageError, request, reply) => {
+  fastify.setErrorHandler(async (error: FastifyError | AuthorizePageError | AuthorizeRedirect, request, reply) => {
+    if (error instanceof AuthorizeRedirect) return sendRedirect(reply, error.uri, 302)
     if (error instanceof AuthorizePageError) {
       return await setPageHeaders(reply).code(error.statusCode).send(renderErrorPage(error.title, error.message))
     }
-    if (isDatabaseUnavailable(error)) {
-      return await setPageHeaders(reply).code(503).header('Retry-After', '5').send(renderErrorPage('Temporarily unavailable', 'The server cannot reach its database. Try again in a moment.'))
-    }
-    const status = (error as FastifyError).statusCode ?? 500
-    if (status >= 500) request.log.error({ err: error }, 'authorize failed')
-    const message = status === 429 ? 'Too many authorization attempts from your address. Wait a few minutes and try again.' : status >= 500 ? 'Something went wrong on the server.' : 'The request could not be read.'
-    return await setPageHeaders(reply).code(status >= 500 ? 500 : status).send(renderErrorPage(status === 429 ? 'Too many requests' : 'Authorization failed', message))
+    const failure = classifyAndLog(request.log, error, 'authorize failed')
+    if (failure.retryAfter !== undefined) reply.header('Retry-After', failure.retryAfter)
+    const [title, message] = PAGE_TEXTS[failure.kind] ?? PAGE_TEXTS.rejected
+    return await setPageHeaders(reply).code(failure.status).send(renderErrorPage(title, message))
   })
 
   // No automatic HEAD route: a HEAD would run the GET handler and store a consent transaction.
@@ -77,13 +79,12 @@ export default async function authorizeRoutes (fastify: FastifyInstance, { runti
 
   async function handleRequest (request: FastifyRequest, reply: FastifyReply, params: unknown, path: string): Promise<FastifyReply> {
     const valid = await validateRequest(params)
-    if (valid instanceof OAuthRedirect) return sendRedirect(reply, valid.uri, 302)
     const autoPrincipal = await automaticPrincipal(valid.client)
     if (autoPrincipal !== undefined) {
       if (autoPrincipal.disabledAt !== null) {
         // RFC 6749 §4.1.2.1: the client and its redirect URI are verified, so the refusal goes back to it.
         audit.record({ kind: 'oauth', action: 'authorize', outcome: 'denied', principalId: autoPrincipal.id, principalName: autoPrincipal.name, clientId: valid.client.clientId, detail: 'principal disabled' })
-        return sendRedirect(reply, authorizationResponse(valid.redirectUri, { error: 'access_denied', error_description: 'The principal this application acts as is disabled', state: valid.state }), 302)
+        throw new AuthorizeRedirect(authorizationResponse(valid.redirectUri, { error: 'access_denied', error_description: 'The principal this application acts as is disabled', state: valid.state }))
       }
       return sendRedirect(reply, await approve(valid, autoPrincipal, 'automatic'), 302)
     }
@@ -100,7 +101,7 @@ export default async function authorizeRoutes (fastify: FastifyInstance, { runti
     }))
   }
 
-  async function validateRequest (raw: unknown): Promise<ValidRequest | OAuthRedirect> {
+  async function validateRequest (raw: unknown): Promise<ValidRequest> {
     // Phase one: client_id and redirect_uri, each exactly once.
     let first: Record<string, string | undefined>
     try {
@@ -129,35 +130,35 @@ export default async function authorizeRoutes (fastify: FastifyInstance, { runti
     }
 
     // Phase two: errors go back to the verified redirect URI.
-    const fail = (error: string, description: string, state?: string): OAuthRedirect =>
-      new OAuthRedirect(authorizationResponse(redirectUri as string, { error, error_description: description, state }))
+    const fail = (error: string, description: string, state?: string): AuthorizeRedirect =>
+      new AuthorizeRedirect(authorizationResponse(redirectUri as string, { error, error_description: description, state }))
     const stateValue = (raw as Record<string, unknown> | undefined)?.state
     const state = typeof stateValue === 'string' && stateValue.length <= 4096 ? stateValue : undefined
     let p: Record<string, string | undefined>
     try {
       p = singleParams(raw, AUTHORIZE_PARAMS)
     } catch (err) {
-      return fail('invalid_request', (err as OAuthError).description, state)
+      throw fail('invalid_request', (err as OAuthError).description, state)
     }
     if (p.response_type !== 'code') {
-      return fail(p.response_type === undefined ? 'invalid_request' : 'unsupported_response_type', 'response_type must be "code"', state)
+      throw fail(p.response_type === undefined ? 'invalid_request' : 'unsupported_response_type', 'response_type must be "code"', state)
     }
-    if (p.code_challenge === undefined) return fail('invalid_request', 'PKCE is required: send code_challenge with code_challenge_method=S256', state)
-    if (p.code_challenge_method !== 'S256') return fail('invalid_request', 'code_challenge_method must be S256 (plain is not accepted)', state)
-    if (!isValidS256Challenge(p.code_challenge)) return fail('invalid_request', 'code_challenge must be 43 base64url characters (S256)', state)
+    if (p.code_challenge === undefined) throw fail('invalid_request', 'PKCE is required: send code_challenge with code_challenge_method=S256', state)
+    if (p.code_challenge_method !== 'S256') throw fail('invalid_request', 'code_challenge_method must be S256 (plain is not accepted)', state)
+    if (!isValidS256Challenge(p.code_challenge)) throw fail('invalid_request', 'code_challenge must be 43 base64url characters (S256)', state)
     if (p.resource !== undefined && !namesThisResource(p.resource, config.resourceUrl)) {
-      return fail('invalid_target', `resource must be ${config.resourceUrl}`, state)
+      throw fail('invalid_target', `resource must be ${config.resourceUrl}`, state)
     }
     const allowed = client.scopes === null ? [...SCOPES] : client.scopes as Scope[]
     let scopes: Scope[] = allowed
     if (p.scope !== undefined) {
       const parsed = parseScopes(p.scope)
       const unknown = parsed.unknown.filter((s) => s !== 'offline_access')
-      if (unknown.length > 0) return fail('invalid_scope', `Unknown scope "${unknown[0]?.slice(0, 100) ?? ''}"; this server's scopes are ${SCOPES.join(' ')}`, state)
+      if (unknown.length > 0) throw fail('invalid_scope', `Unknown scope "${unknown[0]?.slice(0, 100) ?? ''}"; this server's scopes are ${SCOPES.join(' ')}`, state)
       // No scope (or only offline_access) means the default; others are narrowed to what the client may hold.
       if (parsed.scopes.length > 0) scopes = parsed.scopes.filter((s) => allowed.includes(s))
     }
-    if (scopes.length === 0) return fail('invalid_scope', 'None of the requested scopes is available to this client', state)
+    if (scopes.length === 0) throw fail('invalid_scope', 'None of the requested scopes is available to this client', state)
     return { client, redirectUri, state, codeChallenge: p.code_challenge, scopes, resource: config.resourceUrl }
   }
 
@@ -263,12 +264,22 @@ export default async function authorizeRoutes (fastify: FastifyInstance, { runti
   }
 }
 
-class OAuthRedirect {
+/** An error response for the client, at its verified redirect URI (with state and iss). */
+class AuthorizeRedirect extends Error {
   readonly uri: string
 
   constructor (uri: string) {
+    super('authorization error response')
     this.uri = uri
   }
+}
+
+/** What the page says for each kind of unexpected failure (lib/errors.ts). */
+const PAGE_TEXTS: Partial<Record<ErrorKind, [string, string]>> & { rejected: [string, string] } = {
+  unavailable: ['Temporarily unavailable', 'The server cannot reach its database. Try again in a moment.'],
+  internal: ['Authorization failed', 'Something went wrong on the server.'],
+  rate_limited: ['Too many requests', 'Too many authorization attempts from your address. Wait a few minutes and try again.'],
+  rejected: ['Authorization failed', 'The request could not be read.']
 }
 
 function spentError (): AuthorizePageError {

@@ -1,6 +1,6 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { Config } from '../config.ts'
-import { isDatabaseUnavailable } from '../db/errors.ts'
+import { classifyAndLog, RETRY_AFTER_SECONDS } from '../lib/errors.ts'
 import { OAuthError, type OAuthErrorCode } from './errors.ts'
 
 /** RFC 6749 §5.1: token and registration responses must not be cached. */
@@ -23,7 +23,7 @@ export function setOAuthJsonErrorHandler (fastify: FastifyInstance, options: { b
       return await reply.code(error.statusCode).send(error.toJSON())
     }
     const { status, body } = describeRequestError(error, request, options.badRequestError)
-    if (status === 503) reply.header('Retry-After', '5')
+    if (status === 503) reply.header('Retry-After', RETRY_AFTER_SECONDS)
     return await reply.code(status).send(body)
   })
 }
@@ -34,24 +34,10 @@ export function setOAuthJsonErrorHandler (fastify: FastifyInstance, options: { b
  * no `invalid_request`.
  */
 export function describeRequestError (error: FastifyError, request: FastifyRequest, badRequestError: OAuthErrorCode = 'invalid_request'): { status: number, body: { error: string, error_description: string } } {
-  if (isDatabaseUnavailable(error)) {
-    request.log.warn({ err: error }, 'database unavailable')
-    return { status: 503, body: { error: 'temporarily_unavailable', error_description: 'The database is unavailable; try again shortly' } }
-  }
-  const status = error.statusCode ?? 500
-  if (status === 429) return { status, body: { error: 'too_many_requests', error_description: error.message } }
-  if (status >= 500) {
-    request.log.error({ err: error }, 'oauth request failed')
-    return { status: 500, body: { error: 'server_error', error_description: 'Internal Server Error' } }
-  }
-  const description = error.code === 'FST_ERR_CTP_BODY_TOO_LARGE'
-    ? 'The request body is too large'
-    : error.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE'
-      ? 'Unsupported Content-Type'
-      : error.code?.startsWith('FST_ERR_CTP') === true || error instanceof SyntaxError
-        ? 'The request body could not be parsed'
-        : error.message
-  return { status: status === 415 ? 400 : status, body: { error: badRequestError, error_description: description } }
+  const failure = classifyAndLog(request.log, error, 'oauth request failed')
+  const code = failure.kind === 'unavailable' ? 'temporarily_unavailable' : failure.kind === 'internal' ? 'server_error' : failure.kind === 'rate_limited' ? 'too_many_requests' : badRequestError
+  // RFC 6749 §5.2 has no 415: a body of the wrong type is a malformed request.
+  return { status: failure.status === 415 ? 400 : failure.status, body: { error: code, error_description: failure.message } }
 }
 
 const CORS_HEADERS = {
