@@ -43,8 +43,8 @@ export const modules = {
     // The consent form's CSRF cookie and Sec-Fetch-Site checks (authorize.ts), and the framing headers (consent-page.ts).
     // Line ranges: the secure-cookie flag, setting the cookie, the Sec-Fetch-Site and cookie checks, clearing it,
     // csrfCookie, csrfCookieName and readCookie; setPageHeaders. Update them when authorize.ts moves.
-    mutate: ['src/oauth/authorize.ts:50-50', 'src/oauth/authorize.ts:91-91', 'src/oauth/authorize.ts:205-213', 'src/oauth/authorize.ts:219-219',
-      'src/oauth/authorize.ts:261-263', 'src/oauth/authorize.ts:283-294', 'src/oauth/consent-page.ts:39-49'],
+    mutate: ['src/oauth/authorize.ts:54-54', 'src/oauth/authorize.ts:92-92', 'src/oauth/authorize.ts:208-214', 'src/oauth/authorize.ts:220-220',
+      'src/oauth/authorize.ts:262-264', 'src/oauth/authorize.ts:294-305', 'src/oauth/consent-page.ts:39-49'],
     tests: ['test/integration/consent-checks.test.ts']
   }
 }
