@@ -56,7 +56,8 @@ if (selected === undefined) throw new Error(`STRYKER_MODULE=${name} is not one o
 export default {
   testRunner: 'command',
   // TAP_TIMEOUT=0: a test file run by plain node otherwise stops at tap's 30 s default (Stryker keeps its own timeout).
-  commandRunner: { command: selected.tests.map((file) => `TAP_TIMEOUT=0 node ${file}`).join(' && ') },
+  // TAP_BAIL=1: a killed mutant ends at its first failing assertion.
+  commandRunner: { command: selected.tests.map((file) => `TAP_BAIL=1 TAP_TIMEOUT=0 node ${file}`).join(' && ') },
   coverageAnalysis: 'off',
   mutate: selected.mutate,
   // A 2-core machine: two mutants at a time.
