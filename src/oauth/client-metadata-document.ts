@@ -5,7 +5,7 @@
  * `fetchClientMetadataDocument`, which goes through the SSRF guard. Caching is the caller's job
  * (in the database); this module only says how long a fetched document may be kept.
  */
-import { checkRedirectUriForRegistration } from './redirect-uri.ts'
+import { CLIENT_METADATA_LIMITS, ClientMetadataError, PRINTABLE_ASCII, validateClientMetadata } from './client-metadata.ts'
 import { guardedFetch, SsrfBlockedError, type GuardedResponse } from './ssrf-guard.ts'
 
 export interface ClientMetadata {
@@ -36,15 +36,6 @@ export class ClientMetadataDocumentError extends Error {
   }
 }
 
-export const CLIENT_METADATA_LIMITS = {
-  urlLength: 2000,
-  redirectUris: 20,
-  clientName: 200,
-  scope: 1000,
-  grantTypes: 10,
-  grantTypeLength: 200
-} as const
-
 /** Draft §8.7 recommends reading at most 5 kilobytes. */
 export const DEFAULT_DOCUMENT_MAX_BYTES = 5120
 export const DEFAULT_DOCUMENT_TIMEOUT_MS = 5000
@@ -58,7 +49,6 @@ export interface ClientIdUrlOptions {
   allowPrivateHosts?: readonly string[]
 }
 
-const PRINTABLE_ASCII = /^[\x21-\x7e]+$/
 const DOT_SEGMENT = /^(?:\.|%2e){1,2}$/i
 
 /**
@@ -75,7 +65,7 @@ const DOT_SEGMENT = /^(?:\.|%2e){1,2}$/i
  * client fails at fetch time with a clear reason instead of being treated as an unknown client.
  */
 export function isClientIdMetadataDocumentUrl (clientId: string, options: ClientIdUrlOptions = {}): boolean {
-  if (typeof clientId !== 'string' || clientId.length > CLIENT_METADATA_LIMITS.urlLength) return false
+  if (typeof clientId !== 'string' || clientId.length > CLIENT_METADATA_LIMITS.stringLength) return false
   if (!PRINTABLE_ASCII.test(clientId) || clientId.includes('#') || clientId.includes('?') || clientId.includes('\\')) return false
   let url: URL
   try {
@@ -94,126 +84,26 @@ export function isClientIdMetadataDocumentUrl (clientId: string, options: Client
 // ---------------------------------------------------------------------------------------------
 // The document
 
-/** Bidirectional overrides and isolates: they can make a name read as a different one on the consent page. */
-export const UNSAFE_DISPLAY_CHARACTERS = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/
-/** JWK members that only a private or symmetric key has (RFC 7518 §6.2.2, §6.3.2, §6.4). */
-const PRIVATE_JWK_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'] as const
-const SHARED_SECRET_METHODS = /^client_secret_/
-
-const invalid = (reason: string): ClientMetadataParseResult => ({ ok: false, reason })
-
-function isPlainObject (value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value)
-}
-
-function hasPrivateKeyMaterial (jwks: unknown): boolean | 'malformed' {
-  if (!isPlainObject(jwks) || !Array.isArray(jwks.keys)) return 'malformed'
-  return jwks.keys.some((key) => isPlainObject(key) && PRIVATE_JWK_MEMBERS.some((member) => member in key))
-}
-
-/** An optional display URL: kept only when it is an ordinary https URL; anything else is dropped, never shown. */
-function optionalHttpsUrl (value: unknown): string | undefined {
-  if (typeof value !== 'string' || value.length > CLIENT_METADATA_LIMITS.urlLength || !PRINTABLE_ASCII.test(value)) return undefined
-  try {
-    const url = new URL(value)
-    return url.protocol === 'https:' && url.username === '' && url.password === '' ? value : undefined
-  } catch {
-    return undefined
-  }
-}
-
-function checkAuthenticationMaterial (doc: Record<string, unknown>): string | undefined {
-  const method = doc.token_endpoint_auth_method
-  if (method !== undefined && method !== null && method !== 'none') {
-    if (typeof method === 'string' && SHARED_SECRET_METHODS.test(method)) {
-      return `token_endpoint_auth_method "${method.slice(0, 64)}" needs a shared secret, which a metadata document cannot establish (draft §4.1)`
-    }
-    return 'token_endpoint_auth_method must be "none" (this server supports only public clients through metadata documents)'
-  }
-  if ('client_secret' in doc || 'client_secret_expires_at' in doc) return 'a metadata document must not contain client_secret or client_secret_expires_at (draft §4.1)'
-  if ('jwks' in doc && doc.jwks !== null) {
-    const privateMaterial = hasPrivateKeyMaterial(doc.jwks)
-    if (privateMaterial === 'malformed') return 'jwks must be a JWK Set ({"keys": [...]})'
-    if (privateMaterial) return 'jwks contains private or symmetric key material (draft §4.1)'
-  }
-  return undefined
-}
-
-function readRedirectUris (value: unknown): string[] | string {
-  if (!Array.isArray(value) || value.length === 0) return 'redirect_uris must be a non-empty array'
-  if (value.length > CLIENT_METADATA_LIMITS.redirectUris) return `redirect_uris may list at most ${CLIENT_METADATA_LIMITS.redirectUris} URIs`
-  for (const uri of value) {
-    if (typeof uri !== 'string') return 'redirect_uris must contain only strings'
-    const checked = checkRedirectUriForRegistration(uri)
-    if (!checked.ok) return `redirect URI refused: ${checked.reason}`
-  }
-  return [...new Set(value as string[])]
-}
-
-function readGrantTypes (value: unknown): string[] | string {
-  // RFC 7591 §2: absent means authorization_code.
-  if (value === undefined || value === null) return ['authorization_code']
-  if (!Array.isArray(value) || value.length > CLIENT_METADATA_LIMITS.grantTypes ||
-      value.some((g) => typeof g !== 'string' || g.length === 0 || g.length > CLIENT_METADATA_LIMITS.grantTypeLength)) {
-    return `grant_types must be an array of at most ${CLIENT_METADATA_LIMITS.grantTypes} strings`
-  }
-  if (!value.includes('authorization_code')) return 'grant_types must include authorization_code (a public client has no other way to get a token)'
-  return [...new Set(value as string[])]
-}
-
-function hostOf (clientId: string): string {
-  try {
-    return new URL(clientId).host
-  } catch {
-    return clientId.slice(0, CLIENT_METADATA_LIMITS.clientName)
-  }
-}
-
-function readClientName (value: unknown, clientId: string): string | { error: string } {
-  if (value === undefined || value === null || value === '') return hostOf(clientId)
-  if (typeof value !== 'string' || value.length > CLIENT_METADATA_LIMITS.clientName) {
-    return { error: `client_name must be a string of at most ${CLIENT_METADATA_LIMITS.clientName} characters` }
-  }
-  if (UNSAFE_DISPLAY_CHARACTERS.test(value)) return { error: 'client_name contains control or text-direction characters' }
-  return value
-}
-
 /**
  * Validates a fetched document against the URL it was fetched from (draft §4, §4.1): the
  * document's `client_id` must be that URL exactly; it must list valid redirect URIs; and it must
- * describe a public client (no shared-secret method, no secret, no private keys). Unknown members
- * are ignored (RFC 7591 §2).
+ * describe a public client (no shared-secret method, no secret, no private keys). The rules are
+ * client-metadata.ts's, for the source 'metadata-document'.
  */
 export function parseClientMetadataDocument (clientId: string, json: unknown): ClientMetadataParseResult {
-  if (!isPlainObject(json)) return invalid('the document must be a JSON object')
-  if (typeof json.client_id !== 'string') return invalid('the document has no client_id')
-  if (json.client_id !== clientId) return invalid('the document\'s client_id is not exactly the URL it was fetched from')
-
-  const authProblem = checkAuthenticationMaterial(json)
-  if (authProblem !== undefined) return invalid(authProblem)
-
-  const redirectUris = readRedirectUris(json.redirect_uris)
-  if (typeof redirectUris === 'string') return invalid(redirectUris)
-  const grantTypes = readGrantTypes(json.grant_types)
-  if (typeof grantTypes === 'string') return invalid(grantTypes)
-  if (json.response_types !== undefined && json.response_types !== null &&
-      (!Array.isArray(json.response_types) || !json.response_types.includes('code'))) {
-    return invalid('response_types must include "code"')
+  let validated
+  try {
+    validated = validateClientMetadata(json, { source: 'metadata-document', clientId })
+  } catch (err) {
+    if (err instanceof ClientMetadataError) return { ok: false, reason: err.message }
+    throw err
   }
-  const clientName = readClientName(json.client_name, clientId)
-  if (typeof clientName !== 'string') return invalid(clientName.error)
-
-  const client: ClientMetadata = { clientId, clientName, redirectUris, tokenEndpointAuthMethod: 'none', grantTypes }
-  if (json.scope !== undefined && json.scope !== null) {
-    if (typeof json.scope !== 'string' || json.scope.length > CLIENT_METADATA_LIMITS.scope || UNSAFE_DISPLAY_CHARACTERS.test(json.scope)) {
-      return invalid(`scope must be a string of at most ${CLIENT_METADATA_LIMITS.scope} characters`)
-    }
-    client.scope = json.scope
+  const client: ClientMetadata = {
+    clientId, clientName: validated.clientName, redirectUris: validated.redirectUris, tokenEndpointAuthMethod: 'none', grantTypes: validated.grantTypes
   }
-  const clientUri = optionalHttpsUrl(json.client_uri)
-  if (clientUri !== undefined) client.clientUri = clientUri
-  const logoUri = optionalHttpsUrl(json.logo_uri)
-  if (logoUri !== undefined) client.logoUri = logoUri
+  if (validated.scopeText !== undefined) client.scope = validated.scopeText
+  if (validated.clientUri !== undefined) client.clientUri = validated.clientUri
+  if (validated.logoUri !== undefined) client.logoUri = validated.logoUri
   return { ok: true, client }
 }
 

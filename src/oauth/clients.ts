@@ -1,122 +1,21 @@
 import { desc, eq, sql } from 'drizzle-orm'
 import type { FastifyBaseLogger } from 'fastify'
-import { parseScopes, SCOPES, type Scope } from '../auth/scopes.ts'
 import type { Executor } from '../db/client.ts'
 import { oauthClients, oauthGrants, principals, type OAuthClient } from '../db/schema.ts'
 import { constantEquals, generateSecret, hashSecret, randomToken } from '../lib/secrets.ts'
 import { AdminInputError, findPrincipal, notifyAuthChange } from '../principals/store.ts'
-import { fetchClientMetadataDocument, isClientIdMetadataDocumentUrl, UNSAFE_DISPLAY_CHARACTERS } from './client-metadata-document.ts'
+import { CLIENT_METADATA_LIMITS, ClientMetadataError, validateClientMetadata, type ClientMetadataContext, type ValidatedClientMetadata } from './client-metadata.ts'
+import { fetchClientMetadataDocument, isClientIdMetadataDocumentUrl } from './client-metadata-document.ts'
 import { OAuthError } from './errors.ts'
-import { checkRedirectUriForRegistration } from './redirect-uri.ts'
 
-export type TokenEndpointAuthMethod = 'none' | 'client_secret_post' | 'client_secret_basic'
-export const TOKEN_ENDPOINT_AUTH_METHODS: readonly TokenEndpointAuthMethod[] = ['none', 'client_secret_post', 'client_secret_basic']
-
-/** Registration bounds: generous for real clients, small enough that a flood costs little. */
-export const REGISTRATION_LIMITS = { redirectUris: 20, stringLength: 2000, clientName: 200 } as const
+export { TOKEN_ENDPOINT_AUTH_METHODS, type TokenEndpointAuthMethod } from './client-metadata.ts'
 
 export interface RegisteredClient { client: OAuthClient, clientSecret: string | undefined }
 
-/**
- * Validates an RFC 7591 registration request. Unknown fields are ignored (§2); values this
- * server cannot honour are refused with `invalid_client_metadata` / `invalid_redirect_uri`.
- * A missing `scope` means every scope; `offline_access` is accepted and dropped because
- * refresh tokens are always issued (client-interop.md §3, Claude Code).
- */
-export function validateRegistration (body: unknown): {
-  redirectUris: string[], method: TokenEndpointAuthMethod, grantTypes: string[], responseTypes: string[],
-  clientName: string, scopes: Scope[] | null, metadata: Record<string, unknown>
-} {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-    throw new OAuthError('invalid_client_metadata', 'The registration request must be a JSON object')
-  }
-  const input = body as Record<string, unknown>
-  const optionalString = (name: string, max: number = REGISTRATION_LIMITS.stringLength): string | undefined => {
-    const value = input[name]
-    if (value === undefined || value === null) return undefined
-    if (typeof value !== 'string' || value.length > max) throw new OAuthError('invalid_client_metadata', `"${name}" must be a string of at most ${max} characters`)
-    // PostgreSQL text and jsonb cannot hold NUL.
-    if (value.includes('\u0000')) throw new OAuthError('invalid_client_metadata', `"${name}" contains a NUL character`)
-    return value
-  }
-  const stringArray = (name: string, max: number): string[] | undefined => {
-    const value = input[name]
-    if (value === undefined || value === null) return undefined
-    if (!Array.isArray(value) || value.length > max || value.some((v) => typeof v !== 'string' || v.length > REGISTRATION_LIMITS.stringLength)) {
-      throw new OAuthError('invalid_client_metadata', `"${name}" must be an array of at most ${max} strings`)
-    }
-    return value as string[]
-  }
-
-  const redirectUris = stringArray('redirect_uris', REGISTRATION_LIMITS.redirectUris)
-  if (redirectUris === undefined || redirectUris.length === 0) throw new OAuthError('invalid_redirect_uri', '"redirect_uris" must list at least one redirect URI')
-  for (const uri of redirectUris) {
-    const checked = checkRedirectUriForRegistration(uri)
-    if (!checked.ok) throw new OAuthError('invalid_redirect_uri', `Redirect URI refused: ${checked.reason}`)
-  }
-
-  // RFC 7591 §2: the default method is client_secret_basic.
-  const method = (optionalString('token_endpoint_auth_method', 64) ?? 'client_secret_basic') as TokenEndpointAuthMethod
-  if (!TOKEN_ENDPOINT_AUTH_METHODS.includes(method)) {
-    throw new OAuthError('invalid_client_metadata', `token_endpoint_auth_method must be one of ${TOKEN_ENDPOINT_AUTH_METHODS.join(', ')}`)
-  }
-  const grantTypes = stringArray('grant_types', 10) ?? ['authorization_code', 'refresh_token']
-  const unsupportedGrant = grantTypes.find((g) => g !== 'authorization_code' && g !== 'refresh_token')
-  if (unsupportedGrant !== undefined) {
-    throw new OAuthError('invalid_client_metadata', `grant type "${unsupportedGrant.slice(0, 100)}" cannot be registered dynamically; use authorization_code and refresh_token (client_credentials needs a pre-registered client)`)
-  }
-  if (!grantTypes.includes('authorization_code')) throw new OAuthError('invalid_client_metadata', 'grant_types must include authorization_code')
-  const responseTypes = stringArray('response_types', 5) ?? ['code']
-  if (responseTypes.some((r) => r !== 'code')) throw new OAuthError('invalid_client_metadata', 'response_types may only contain "code"')
-
-  const applicationType = optionalString('application_type', 16)
-  if (applicationType !== undefined && applicationType !== 'web' && applicationType !== 'native') {
-    throw new OAuthError('invalid_client_metadata', 'application_type must be "web" or "native"')
-  }
-  const clientName = (optionalString('client_name', REGISTRATION_LIMITS.clientName) ?? '').trim() || 'Unnamed client'
-  // The consent page shows this name: control and text-direction characters could make it read as another one.
-  if (UNSAFE_DISPLAY_CHARACTERS.test(clientName)) throw new OAuthError('invalid_client_metadata', 'client_name contains control or text-direction characters')
-  const scopeText = optionalString('scope', 1000)
-  let scopes: Scope[] | null = null
-  if (scopeText !== undefined) {
-    const parsed = parseScopes(scopeText)
-    const unknown = parsed.unknown.filter((s) => s !== 'offline_access')
-    if (unknown.length > 0) throw new OAuthError('invalid_client_metadata', `unknown scope "${unknown[0]?.slice(0, 100) ?? ''}"; this server's scopes are ${SCOPES.join(' ')}`)
-    scopes = parsed.scopes.length > 0 ? parsed.scopes : null
-  }
-  const metadata: Record<string, unknown> = {
-    redirect_uris: redirectUris,
-    token_endpoint_auth_method: method,
-    grant_types: grantTypes,
-    response_types: responseTypes,
-    client_name: clientName
-  }
-  if (applicationType !== undefined) metadata.application_type = applicationType
-  if (scopes !== null) metadata.scope = scopes.join(' ')
-  for (const name of ['client_uri', 'logo_uri', 'tos_uri', 'policy_uri', 'software_id', 'software_version'] as const) {
-    const value = optionalString(name)
-    if (value !== undefined) metadata[name] = value
-  }
-  return { redirectUris, method, grantTypes, responseTypes, clientName, scopes, metadata }
-}
-
 /** RFC 7591 dynamic registration. A secret is issued only for a client_secret_* method. */
 export async function registerDynamicClient (db: Executor, body: unknown): Promise<RegisteredClient> {
-  const r = validateRegistration(body)
-  const clientSecret = r.method === 'none' ? undefined : generateSecret('clientSecret')
-  const [client] = await db.insert(oauthClients).values({
-    clientId: `client_${randomToken(16)}`,
-    kind: 'dynamic',
-    clientName: r.clientName,
-    redirectUris: r.redirectUris,
-    tokenEndpointAuthMethod: r.method,
-    grantTypes: r.grantTypes,
-    scopes: r.scopes,
-    secretHash: clientSecret === undefined ? null : hashSecret(clientSecret),
-    metadata: r.metadata
-  }).returning()
-  if (client === undefined) throw new Error('client insert returned no row')
-  return { client, clientSecret }
+  const validated = validate(body, { source: 'registration' }, (err) => new OAuthError(err.code, err.message))
+  return await insertClient(db, 'dynamic', validated, null)
 }
 
 /** The RFC 7591 §3.2.1 response body. */
@@ -143,49 +42,41 @@ export interface PreregisterInput {
  * (shown once) and may use client_credentials when bound.
  */
 export async function createPreregisteredClient (db: Executor, input: PreregisterInput): Promise<RegisteredClient> {
-  if (input.name.trim() === '' || input.name.length > REGISTRATION_LIMITS.clientName) throw new AdminInputError('--name is 1-200 characters')
-  if (input.redirectUris.length > REGISTRATION_LIMITS.redirectUris) throw new AdminInputError(`at most ${REGISTRATION_LIMITS.redirectUris} redirect URIs`)
-  for (const uri of input.redirectUris) {
-    const checked = checkRedirectUriForRegistration(uri)
-    if (!checked.ok) throw new AdminInputError(`redirect URI ${JSON.stringify(uri)} refused: ${checked.reason}`)
+  const members = {
+    client_name: input.name,
+    redirect_uris: input.redirectUris,
+    token_endpoint_auth_method: input.confidential === true ? 'client_secret_post' : 'none',
+    scope: input.scopes
   }
+  const validated = validate(members, { source: 'preregistered', boundToPrincipal: input.principal !== undefined }, (err) => new AdminInputError(err.message))
   const principal = input.principal === undefined ? undefined : await findPrincipal(db, input.principal)
-  if (input.redirectUris.length === 0 && !(input.confidential === true && principal !== undefined)) {
-    throw new AdminInputError('give at least one --redirect-uri (only a confidential client bound to a principal, for client_credentials, may have none)')
+  return await insertClient(db, 'preregistered', validated, principal?.id ?? null)
+}
+
+function validate (input: unknown, context: ClientMetadataContext, refusal: (err: ClientMetadataError) => Error): ValidatedClientMetadata {
+  try {
+    return validateClientMetadata(input, context)
+  } catch (err) {
+    throw err instanceof ClientMetadataError ? refusal(err) : err
   }
-  let scopes: Scope[] | null = null
-  if (input.scopes !== undefined) {
-    const parsed = parseScopes(input.scopes)
-    if (parsed.unknown.length > 0 || parsed.scopes.length === 0) throw new AdminInputError(`scopes are ${SCOPES.join(', ')}`)
-    scopes = parsed.scopes
-  }
-  const confidential = input.confidential === true
-  const clientSecret = confidential ? generateSecret('clientSecret') : undefined
-  const grantTypes = [
-    ...(input.redirectUris.length > 0 ? ['authorization_code', 'refresh_token'] : []),
-    ...(confidential && principal !== undefined ? ['client_credentials'] : [])
-  ]
-  const method: TokenEndpointAuthMethod = confidential ? 'client_secret_post' : 'none'
-  const [client] = await db.insert(oauthClients).values({
+}
+
+async function insertClient (db: Executor, kind: 'dynamic' | 'preregistered', client: ValidatedClientMetadata, principalId: number | null): Promise<RegisteredClient> {
+  const clientSecret = client.tokenEndpointAuthMethod === 'none' ? undefined : generateSecret('clientSecret')
+  const [row] = await db.insert(oauthClients).values({
     clientId: `client_${randomToken(16)}`,
-    kind: 'preregistered',
-    clientName: input.name.trim(),
-    redirectUris: input.redirectUris,
-    tokenEndpointAuthMethod: method,
-    grantTypes,
-    scopes,
+    kind,
+    clientName: client.clientName,
+    redirectUris: client.redirectUris,
+    tokenEndpointAuthMethod: client.tokenEndpointAuthMethod,
+    grantTypes: client.grantTypes,
+    scopes: client.scopes,
     secretHash: clientSecret === undefined ? null : hashSecret(clientSecret),
-    principalId: principal?.id ?? null,
-    metadata: {
-      client_name: input.name.trim(),
-      redirect_uris: input.redirectUris,
-      token_endpoint_auth_method: method,
-      grant_types: grantTypes,
-      ...(scopes !== null ? { scope: scopes.join(' ') } : {})
-    }
+    principalId,
+    metadata: client.metadata
   }).returning()
-  if (client === undefined) throw new Error('client insert returned no row')
-  return { client, clientSecret }
+  if (row === undefined) throw new Error('client insert returned no row')
+  return { client: row, clientSecret }
 }
 
 export interface ClientView {
@@ -255,7 +146,7 @@ export class ClientResolver {
     try {
       const { client, maxAgeSeconds } = await fetchClientMetadataDocument(clientId, { allowPrivateHosts: this.options.allowPrivateHosts })
       const values = {
-        clientName: client.clientName.slice(0, REGISTRATION_LIMITS.clientName),
+        clientName: client.clientName.slice(0, CLIENT_METADATA_LIMITS.clientName),
         redirectUris: client.redirectUris,
         tokenEndpointAuthMethod: 'none',
         grantTypes: ['authorization_code', 'refresh_token'],

@@ -1,12 +1,12 @@
 import formbody from '@fastify/formbody'
 import type { FastifyInstance } from 'fastify'
-import { parseScopes, SCOPES, type Scope } from '../auth/scopes.ts'
 import type { Runtime } from '../runtime.ts'
 import { readClientCredentials } from './client-auth.ts'
 import { authenticateClient, type ClientResolver } from './clients.ts'
 import { assertNoDuplicateParams, OAuthError, singleParams } from './errors.ts'
 import { clientCredentialsTokens, redeemCode, refreshTokens, revokeTokenOfClient } from './grants.ts'
 import { allowAnyOrigin, noStore, rateLimit, setOAuthJsonErrorHandler } from './http.ts'
+import { readRequestedScopes } from './requested-scopes.ts'
 import { namesThisResource } from './resource.ts'
 
 const FORM = /^application\/x-www-form-urlencoded\b/i
@@ -35,7 +35,9 @@ export default async function tokenRoutes (fastify: FastifyInstance, { runtime, 
       if (p.resource !== undefined && !namesThisResource(p.resource, config.resourceUrl)) {
         throw new OAuthError('invalid_target', `resource must be ${config.resourceUrl}`)
       }
-      const scopes = p.scope === undefined ? undefined : requestedScopes(p.scope)
+      const requested = p.scope === undefined ? undefined : readRequestedScopes(p.scope)
+      if (requested?.ok === false) throw new OAuthError('invalid_scope', requested.description)
+      const scopes = requested?.scopes
       const grantType = p.grant_type
       let outcome
       try {
@@ -77,11 +79,4 @@ export default async function tokenRoutes (fastify: FastifyInstance, { runtime, 
       return await reply.code(200).send()
     })
   }
-}
-
-function requestedScopes (raw: string): Scope[] | undefined {
-  const parsed = parseScopes(raw)
-  const unknown = parsed.unknown.filter((s) => s !== 'offline_access')
-  if (unknown.length > 0) throw new OAuthError('invalid_scope', `Unknown scope "${unknown[0]?.slice(0, 100) ?? ''}"; this server's scopes are ${SCOPES.join(' ')}`)
-  return parsed.scopes.length > 0 ? parsed.scopes : undefined
 }
