@@ -1,5 +1,5 @@
 import { sql } from 'drizzle-orm'
-import { rowsOf, type Database } from '../db/client.ts'
+import { rowsOf, type Database, type Executor } from '../db/client.ts'
 import { BatchLane, ExpiringSet, type BatchLaneOptions } from '../lib/failure-limiter.ts'
 import { hashSecret, kindOfSecret, TOKEN_PREFIX } from '../lib/secrets.ts'
 import { AUTH_NOTIFY_CHANNEL, onLocalAuthChange } from './invalidation.ts'
@@ -270,12 +270,7 @@ export class Authenticator {
   }
 
   private async lookupApiToken (hash: Buffer): Promise<AuthContext | null> {
-    const rows = rowsOf<TokenRow>(await this.database.db.execute(sql`
-      select t.id, t.scopes, t.expires_at, t.revoked_at,
-        p.id as principal_id, p.name as principal_name, p.scopes as principal_scopes, p.disabled_at
-      from api_tokens t join principals p on p.id = t.principal_id
-      where t.token_hash = ${hash}`))
-    return toContext(rows[0], 'api_token')
+    return await lookupApiToken(this.database.db, hash)
   }
 
   /** The token, its grant and its principal must all be live, and the audience must be this server. */
@@ -339,6 +334,20 @@ export class Authenticator {
       update api_tokens set last_used_at = now()
       where id in (select unnest(${`{${ids.join(',')}}`}::bigint[]))`)
   }
+}
+
+/**
+ * The caller behind an API token's hash, or null if it is unknown, revoked, expired or its
+ * principal is disabled. The one API-token lookup: bearer authentication and the consent page's
+ * "paste an API token" both use it.
+ */
+export async function lookupApiToken (db: Executor, hash: Buffer): Promise<AuthContext | null> {
+  const rows = rowsOf<TokenRow>(await db.execute(sql`
+    select t.id, t.scopes, t.expires_at, t.revoked_at,
+      p.id as principal_id, p.name as principal_name, p.scopes as principal_scopes, p.disabled_at
+    from api_tokens t join principals p on p.id = t.principal_id
+    where t.token_hash = ${hash}`))
+  return toContext(rows[0], 'api_token')
 }
 
 function toContext (row: TokenRow | undefined, kind: AuthContext['kind']): AuthContext | null {

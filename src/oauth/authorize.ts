@@ -3,8 +3,9 @@ import { eq } from 'drizzle-orm'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { parseScopes, SCOPES, type Scope } from '../auth/scopes.ts'
 import { classifyAndLog, type ErrorKind } from '../lib/errors.ts'
-import { oauthClients, principals, type OAuthClient, type Principal } from '../db/schema.ts'
+import { oauthClients, type OAuthClient, type Principal } from '../db/schema.ts'
 import { constantEquals, hashSecret } from '../lib/secrets.ts'
+import { principalById, principalByName } from '../principals/store.ts'
 import type { Runtime } from '../runtime.ts'
 import type { ClientResolver } from './clients.ts'
 import {
@@ -166,9 +167,9 @@ export default async function authorizeRoutes (fastify: FastifyInstance, { runti
     let principal: Principal | undefined
     if (client.kind === 'preregistered') {
       if (client.principalId === null) return undefined
-      ;[principal] = await db.select().from(principals).where(eq(principals.id, client.principalId))
+      principal = await principalById(db, client.principalId)
     } else if (config.autoApprovePrincipal !== undefined) {
-      ;[principal] = await db.select().from(principals).where(eq(principals.name, config.autoApprovePrincipal))
+      principal = await principalByName(db, config.autoApprovePrincipal)
       if (principal === undefined) throw new AuthorizePageError('Server misconfigured', `AUTO_APPROVE_PRINCIPAL names "${config.autoApprovePrincipal}", which does not exist. Create it with: npx bus-mcp principal add ${config.autoApprovePrincipal}`, 500)
     } else {
       return undefined

@@ -1,9 +1,10 @@
 import { and, eq, gt, isNull, sql } from 'drizzle-orm'
+import { lookupApiToken } from '../auth/authenticator.ts'
 import type { Scope } from '../auth/scopes.ts'
 import type { Executor } from '../db/client.ts'
 import { loginCodes, oauthPendingAuthorizations, principals, type OAuthClient, type Principal } from '../db/schema.ts'
 import { generateLoginCode, hashSecret, kindOfSecret, normaliseLoginCode, randomToken } from '../lib/secrets.ts'
-import { findPrincipal } from '../principals/store.ts'
+import { findPrincipal, principalById } from '../principals/store.ts'
 
 /** How long the consent page may stay open, and how many wrong credentials it tolerates. */
 export const PENDING_AUTHORIZATION_TTL_SECONDS = 600
@@ -85,14 +86,12 @@ export async function principalForCredential (db: Executor, credential: string):
       .where(and(eq(loginCodes.codeHash, hashSecret(normaliseLoginCode(value))), isNull(loginCodes.usedAt), gt(loginCodes.expiresAt, sql`now()`)))
       .returning({ principalId: loginCodes.principalId })
     if (used === undefined) return null
-    const [principal] = await db.select().from(principals).where(eq(principals.id, used.principalId))
+    const principal = await principalById(db, used.principalId)
     return principal !== undefined && principal.disabledAt === null ? principal : null
   }
   if (kind !== undefined && kind !== 'apiToken') return null
-  const rows = await db.execute(sql`
-    select p.* from api_tokens t join principals p on p.id = t.principal_id
-    where t.token_hash = ${hashSecret(value)} and t.revoked_at is null and (t.expires_at is null or t.expires_at > now()) and p.disabled_at is null`)
-  const row = (Array.isArray(rows) ? rows[0] : (rows as { rows: unknown[] }).rows[0]) as Record<string, unknown> | undefined
-  if (row === undefined) return null
-  return { id: Number(row.id), name: String(row.name), scopes: row.scopes as string[], disabledAt: null, createdAt: new Date(String(row.created_at)) }
+  const caller = await lookupApiToken(db, hashSecret(value))
+  if (caller === null) return null
+  const principal = await principalById(db, caller.principalId)
+  return principal !== undefined && principal.disabledAt === null ? principal : null
 }

@@ -45,6 +45,17 @@ export async function findPrincipal (db: Executor, name: string): Promise<Princi
   return row
 }
 
+/** A principal by id or by name, or undefined: for code that decides itself what a missing one means. */
+export async function principalById (db: Executor, id: number): Promise<Principal | undefined> {
+  const [row] = await db.select().from(principals).where(eq(principals.id, id))
+  return row
+}
+
+export async function principalByName (db: Executor, name: string): Promise<Principal | undefined> {
+  const [row] = await db.select().from(principals).where(eq(principals.name, name))
+  return row
+}
+
 /** Disabling takes effect at once on every replica: cached credentials are dropped by NOTIFY. */
 export async function setPrincipalDisabled (db: Executor, name: string, disabled: boolean): Promise<PrincipalView> {
   return await db.transaction(async (tx) => {
