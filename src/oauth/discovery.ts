@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import { SCOPES } from '../auth/scopes.ts'
 import type { Config } from '../config.ts'
-import { TOKEN_ENDPOINT_AUTH_METHODS } from './clients.ts'
+import { TOKEN_ENDPOINT_AUTH_METHODS } from './client-metadata.ts'
 import { allowAnyOrigin } from './http.ts'
 
 /** RFC 8414 authorization server metadata. The issuer is PUBLIC_URL exactly (no trailing slash). */

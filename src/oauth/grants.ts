@@ -4,7 +4,7 @@ import { rowsOf, type Executor } from '../db/client.ts'
 import { oauthCodes, oauthGrants, oauthTokens, principals, type OAuthClient, type OAuthGrant } from '../db/schema.ts'
 import { generateSecret, hashSecret, kindOfSecret } from '../lib/secrets.ts'
 import { AdminInputError, notifyAuthChange } from '../principals/store.ts'
-import { markClientUsed } from './clients.ts'
+import { markClientUsed } from './client-store.ts'
 import { OAuthError } from './errors.ts'
 import { verifyS256 } from './pkce.ts'
 

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import type { Runtime } from '../runtime.ts'
-import { registerDynamicClient, registrationResponse } from './clients.ts'
+import { registerDynamicClient, registrationResponse } from './client-store.ts'
 import { OAuthError } from './errors.ts'
 import { allowAnyOrigin, noStore, rateLimit, setOAuthJsonErrorHandler } from './http.ts'
 

@@ -1,8 +1,8 @@
 import formbody from '@fastify/formbody'
 import type { FastifyInstance } from 'fastify'
 import type { Runtime } from '../runtime.ts'
-import { readClientCredentials } from './client-auth.ts'
-import { authenticateClient, type ClientResolver } from './clients.ts'
+import { authenticateRequestClient } from './client-auth.ts'
+import type { ClientResolver } from './client-resolver.ts'
 import { assertNoDuplicateParams, OAuthError, singleParams } from './errors.ts'
 import { clientCredentialsTokens, redeemCode, refreshTokens, revokeTokenOfClient } from './grants.ts'
 import { allowAnyOrigin, noStore, rateLimit, setOAuthJsonErrorHandler } from './http.ts'
@@ -30,8 +30,7 @@ export default async function tokenRoutes (fastify: FastifyInstance, { runtime, 
       if (!FORM.test(request.headers['content-type'] ?? '')) throw new OAuthError('invalid_request', 'Send the token request as application/x-www-form-urlencoded')
       assertNoDuplicateParams(request.body)
       const p = singleParams(request.body, TOKEN_PARAMS)
-      const presented = readClientCredentials(request.headers.authorization, p)
-      const client = authenticateClient(await clients.find(presented.clientId), presented)
+      const client = await authenticateRequestClient(clients, request.headers.authorization, p)
       if (p.resource !== undefined && !namesThisResource(p.resource, config.resourceUrl)) {
         throw new OAuthError('invalid_target', `resource must be ${config.resourceUrl}`)
       }
@@ -70,8 +69,7 @@ export default async function tokenRoutes (fastify: FastifyInstance, { runtime, 
       if (!FORM.test(request.headers['content-type'] ?? '')) throw new OAuthError('invalid_request', 'Send the revocation request as application/x-www-form-urlencoded')
       assertNoDuplicateParams(request.body)
       const p = singleParams(request.body, ['token', 'token_type_hint', 'client_id', 'client_secret'])
-      const presented = readClientCredentials(request.headers.authorization, p)
-      const client = authenticateClient(await clients.find(presented.clientId), presented)
+      const client = await authenticateRequestClient(clients, request.headers.authorization, p)
       if (p.token === undefined) throw new OAuthError('invalid_request', 'token is required')
       await revokeTokenOfClient(db, client, p.token)
       audit.record({ kind: 'oauth', action: 'revoke', outcome: 'ok', clientId: client.clientId })

@@ -9,7 +9,7 @@ import t, { type Test } from 'tap'
 import { checkUrl, type CheckResult } from '../../src/doctor/checks.ts'
 import type { FetchLike } from '../../src/doctor/probe.ts'
 import { formatReport, runDoctor, type DoctorReport } from '../../src/doctor/run.ts'
-import { listClients } from '../../src/oauth/clients.ts'
+import { listClients } from '../../src/admin/client-views.ts'
 import { freePort, startTestServer } from '../helpers/server.ts'
 import { opensslBinary, testNeeding } from '../helpers/requirements.ts'
 
