@@ -9,9 +9,10 @@ import {
   createPrincipal, issueApiToken, listApiTokens, listPrincipals, revokeApiToken, setPrincipalDisabled
 } from '../principals/store.ts'
 import type { Runtime } from '../runtime.ts'
-import { createPreregisteredClient, listClients, registrationResponse, removeClient } from '../oauth/clients.ts'
+import { createPreregisteredClient, registrationResponse, removeClient } from '../oauth/client-store.ts'
+import { listClients } from './client-views.ts'
 import { createLoginCode } from '../oauth/consent-store.ts'
-import { listGrants, revokeGrantByAdmin } from '../oauth/grants.ts'
+import { listGrants, revokeGrantByAdmin } from './grant-views.ts'
 
 const nameParam = { type: 'object', required: ['name'], properties: { name: { type: 'string', minLength: 1, maxLength: 64 } } } as const
 const idParam = { type: 'object', required: ['id'], properties: { id: { type: 'integer', minimum: 1 } } } as const

@@ -7,7 +7,7 @@ import { oauthClients, type OAuthClient, type Principal } from '../db/schema.ts'
 import { constantEquals, hashSecret } from '../lib/secrets.ts'
 import { principalById, principalByName } from '../principals/store.ts'
 import type { Runtime } from '../runtime.ts'
-import type { ClientResolver } from './clients.ts'
+import type { ClientResolver } from './client-resolver.ts'
 import {
   consumePendingAuthorization, createPendingAuthorization, findPendingAuthorization, MAX_CONSENT_ATTEMPTS,
   PENDING_AUTHORIZATION_TTL_SECONDS, principalForCredential, recordFailedAttempt, type PendingRequest

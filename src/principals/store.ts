@@ -7,9 +7,6 @@ import { notifyAuthChange } from '../auth/invalidation.ts'
 import { parseScopes, SCOPES, type Scope } from '../auth/scopes.ts'
 import { InputError } from '../lib/input-error.ts'
 
-// Until src/oauth/client-store.ts imports them from their own modules.
-export { InputError as AdminInputError } from '../lib/input-error.ts'
-export { AUTH_NOTIFY_CHANNEL, notifyAuthChange } from '../auth/invalidation.ts'
 
 export interface PrincipalView { id: number, name: string, scopes: Scope[], disabled: boolean, created_at: string, disabled_at: string | null }
 export interface ApiTokenView {

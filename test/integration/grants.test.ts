@@ -7,7 +7,8 @@ import { hashSecret, sha256Base64Url } from '../../src/lib/secrets.ts'
 import { registerDynamicClient } from '../../src/oauth/client-store.ts'
 import { OAuthError } from '../../src/oauth/errors.ts'
 import { createGrantWithCode, redeemCode, refreshTokens, revokeGrant, type TokenResponse } from '../../src/oauth/grants.ts'
-import { AUTH_NOTIFY_CHANNEL, createPrincipal, setPrincipalDisabled } from '../../src/principals/store.ts'
+import { AUTH_NOTIFY_CHANNEL } from '../../src/auth/invalidation.ts'
+import { createPrincipal, setPrincipalDisabled } from '../../src/principals/store.ts'
 import { createTestDatabase } from '../helpers/database.ts'
 
 /**
