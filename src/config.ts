@@ -1,4 +1,5 @@
 import { isIP } from 'node:net'
+import { isLoopbackHost } from './lib/loopback.ts'
 
 /**
  * Configuration read once from the environment at start. Every rule here is a promise made in
@@ -161,13 +162,6 @@ export function loadConfig (env: Env = process.env): Config {
   }
 }
 
-export function isLoopbackHost (host: string): boolean {
-  const bare = host.replace(/^\[(.*)\]$/, '$1').toLowerCase()
-  if (bare === 'localhost' || bare.endsWith('.localhost')) return true
-  if (isIP(bare) === 4) return bare.startsWith('127.')
-  if (isIP(bare) === 6) return bare === '::1' || bare === '0:0:0:0:0:0:0:1'
-  return false
-}
 
 function sameListenHost (a: string, b: string): boolean {
   const wildcard = (h: string): boolean => h === '0.0.0.0' || h === '::'

@@ -156,11 +156,6 @@ export function describeNetworkError (err: unknown, url: string, timeoutMs: numb
   return { problem: `request to ${url} failed: ${code !== undefined ? `${code} ` : ''}${message}`, fix: 'check that the server is reachable from here' }
 }
 
-const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]', '::1'])
-
-export function isLoopbackHost (hostname: string): boolean {
-  return LOOPBACK_HOSTS.has(hostname.toLowerCase()) || /^127\.\d+\.\d+\.\d+$/.test(hostname) || hostname.toLowerCase().endsWith('.localhost')
-}
 
 /**
  * Parses the auth-params of the `Bearer` challenge in a WWW-Authenticate value

@@ -1,5 +1,6 @@
 import t from 'tap'
-import { ConfigError, DEFAULT_ALLOWED_ORIGINS, isLoopbackHost, loadConfig } from '../../src/config.ts'
+import { ConfigError, DEFAULT_ALLOWED_ORIGINS, loadConfig } from '../../src/config.ts'
+import { isLoopbackHost } from '../../src/lib/loopback.ts'
 
 t.test('defaults are the README\'s', async (t) => {
   const config = loadConfig({})

@@ -1,4 +1,5 @@
-import { isLoopbackHost, probe, type ProbeOptions, type ProbeResponse } from '../probe.ts'
+import { isLoopbackHost } from '../../lib/loopback.ts'
+import { probe, type ProbeOptions, type ProbeResponse } from '../probe.ts'
 import { fail, info, pass, type CheckResult } from '../result.ts'
 import { classifyAnswer } from './answer.ts'
 import { bodyHint, isStringArray, PUBLIC_URL_FIX, quoteValue, sameOrigin, wellKnownUrl } from './common.ts'

@@ -1,4 +1,4 @@
-import { isLoopbackHost } from '../probe.ts'
+import { isLoopbackHost } from '../../lib/loopback.ts'
 import { fail, pass, warn, type CheckResult } from '../result.ts'
 import { quoteValue } from './common.ts'
 
