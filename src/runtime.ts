@@ -44,6 +44,9 @@ export interface Runtime {
   close: () => Promise<void>
 }
 
+/** What the OAuth endpoints use of the runtime. */
+export type OAuthRuntime = Pick<Runtime, 'config' | 'database' | 'audit'>
+
 /** PostgreSQL connections per process: long-polls hold none (they wait on LISTEN), so few suffice. */
 const DATABASE_POOL_SIZE = 10
 

@@ -1,13 +1,13 @@
 import formbody from '@fastify/formbody'
-import { eq } from 'drizzle-orm'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { parseScopes, SCOPES, type Scope } from '../auth/scopes.ts'
 import { classifyAndLog, type ErrorKind } from '../lib/errors.ts'
-import { oauthClients, type OAuthClient, type Principal } from '../db/schema.ts'
+import type { OAuthClient, Principal } from '../db/schema.ts'
 import { constantEquals, hashSecret } from '../lib/secrets.ts'
 import { principalById, principalByName } from '../principals/store.ts'
-import type { Runtime } from '../runtime.ts'
+import type { OAuthRuntime } from '../runtime.ts'
 import type { ClientResolver } from './client-resolver.ts'
+import { findClientByRowId } from './client-store.ts'
 import {
   consumePendingAuthorization, createPendingAuthorization, findPendingAuthorization, MAX_CONSENT_ATTEMPTS,
   PENDING_AUTHORIZATION_TTL_SECONDS, principalForCredential, recordFailedAttempt, type PendingRequest
@@ -48,7 +48,7 @@ const AUTHORIZE_PARAMS = ['client_id', 'redirect_uri', 'response_type', 'state',
  * once (pre-registered client bound to a principal, or AUTO_APPROVE_PRINCIPAL) or shows the
  * consent page, whose form posts back here with its transaction.
  */
-export default async function authorizeRoutes (fastify: FastifyInstance, { runtime, clients }: { runtime: Runtime, clients: ClientResolver }): Promise<void> {
+export default async function authorizeRoutes (fastify: FastifyInstance, { runtime, clients }: { runtime: OAuthRuntime, clients: ClientResolver }): Promise<void> {
   const { config, database, audit } = runtime
   const db = database.db
   const issuer = config.publicUrl
@@ -213,7 +213,7 @@ export default async function authorizeRoutes (fastify: FastifyInstance, { runti
     if (csrf === undefined || !constantEquals(hashSecret(csrf).toString('base64'), pending.csrfHash.toString('base64'))) {
       throw new AuthorizePageError('Request refused', 'This form did not come from the page this server showed you (missing or wrong security cookie). Start the connection again.', 403)
     }
-    const [client] = await db.select().from(oauthClients).where(eq(oauthClients.id, pending.clientId))
+    const client = await findClientByRowId(db, pending.clientId)
     if (client === undefined) throw new AuthorizePageError('Unknown application', 'This application was removed.')
     const valid: ValidRequest = {
       client, redirectUri: pending.redirectUri, state: pending.state ?? undefined, codeChallenge: pending.codeChallenge, scopes: pending.scopes as Scope[], resource: pending.resource

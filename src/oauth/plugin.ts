@@ -1,7 +1,7 @@
 import rateLimitPlugin from '@fastify/rate-limit'
 import type { FastifyInstance } from 'fastify'
 import { clientKey } from '../lib/failure-limiter.ts'
-import type { Runtime } from '../runtime.ts'
+import type { OAuthRuntime, Runtime } from '../runtime.ts'
 import authorizeRoutes from './authorize.ts'
 import { ClientResolver } from './client-resolver.ts'
 import { SharedRateLimitStore } from './rate-limit-store.ts'
@@ -14,7 +14,7 @@ import tokenRoutes from './token.ts'
  * token and revocation, each its own encapsulated plugin with its own error shape. Rate limits
  * are per client IP (TRUST_PROXY decides which address that is) and per replica.
  */
-export default async function oauthRoutes (fastify: FastifyInstance, { runtime }: { runtime: Runtime }): Promise<void> {
+export default async function oauthRoutes (fastify: FastifyInstance, { runtime }: { runtime: OAuthRuntime & Pick<Runtime, 'log'> }): Promise<void> {
   const clients = new ClientResolver(runtime.database.db, { allowPrivateHosts: runtime.config.cimdAllowPrivateHosts, log: runtime.log })
   await fastify.register(rateLimitPlugin, {
     global: false,

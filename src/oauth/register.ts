@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify'
-import type { Runtime } from '../runtime.ts'
+import type { OAuthRuntime } from '../runtime.ts'
 import { registerDynamicClient, registrationResponse } from './client-store.ts'
 import { OAuthError } from './errors.ts'
 import { allowAnyOrigin, noStore, rateLimit, setOAuthJsonErrorHandler } from './http.ts'
@@ -11,7 +11,7 @@ const REGISTRATION_BODY_LIMIT = 16 * 1024
  * Dynamic client registration (RFC 7591), open as MCP clients expect, bounded in size and rate
  * limited per client IP. Also at `/register`, the 2025-03-26 fallback path.
  */
-export default async function registerRoutes (fastify: FastifyInstance, { runtime }: { runtime: Runtime }): Promise<void> {
+export default async function registerRoutes (fastify: FastifyInstance, { runtime }: { runtime: OAuthRuntime }): Promise<void> {
   const { config, database, audit } = runtime
   setOAuthJsonErrorHandler(fastify, { badRequestError: 'invalid_client_metadata' })
   allowAnyOrigin(fastify, ['/oauth/register', '/register'])

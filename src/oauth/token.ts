@@ -1,6 +1,6 @@
 import formbody from '@fastify/formbody'
 import type { FastifyInstance } from 'fastify'
-import type { Runtime } from '../runtime.ts'
+import type { OAuthRuntime } from '../runtime.ts'
 import { authenticateRequestClient } from './client-auth.ts'
 import type { ClientResolver } from './client-resolver.ts'
 import { assertNoDuplicateParams, OAuthError, singleParams } from './errors.ts'
@@ -17,7 +17,7 @@ const TOKEN_PARAMS = ['grant_type', 'code', 'code_verifier', 'redirect_uri', 're
  * 2025-03-26 fallback `/token`. Form-encoded bodies only; every parameter at most once;
  * every response `no-store`; errors in the §5.2 JSON form.
  */
-export default async function tokenRoutes (fastify: FastifyInstance, { runtime, clients }: { runtime: Runtime, clients: ClientResolver }): Promise<void> {
+export default async function tokenRoutes (fastify: FastifyInstance, { runtime, clients }: { runtime: OAuthRuntime, clients: ClientResolver }): Promise<void> {
   const { config, database, audit } = runtime
   const db = database.db
   await fastify.register(formbody, { bodyLimit: 16 * 1024 })

@@ -3,7 +3,7 @@ import { appliedMigrationCount, expectedMigrationCount } from '../db/migrate.ts'
 import type { Runtime } from '../runtime.ts'
 
 /** Liveness (the process answers) and readiness (database reachable, migrations applied). */
-export default async function healthRoutes (fastify: FastifyInstance, { runtime }: { runtime: Runtime }): Promise<void> {
+export default async function healthRoutes (fastify: FastifyInstance, { runtime }: { runtime: Pick<Runtime, 'database'> }): Promise<void> {
   const expected = expectedMigrationCount()
   let migrated = false
 
