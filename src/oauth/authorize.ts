@@ -1,3 +1,4 @@
+import cookie from '@fastify/cookie'
 import formbody from '@fastify/formbody'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { parseScopes, SCOPES, type Scope } from '../auth/scopes.ts'
@@ -54,6 +55,7 @@ export default async function authorizeRoutes (fastify: FastifyInstance, { runti
   const issuer = config.publicUrl
   const secureCookies = config.publicUrl.startsWith('https:')
   await fastify.register(formbody, { bodyLimit: 16 * 1024 })
+  await fastify.register(cookie)
 
   fastify.setErrorHandler(async (error: FastifyError | AuthorizePageError | AuthorizeRedirect, request, reply) => {
     if (error instanceof AuthorizeRedirect) return sendRedirect(reply, error.uri, 302)
@@ -90,7 +92,7 @@ export default async function authorizeRoutes (fastify: FastifyInstance, { runti
       return sendRedirect(reply, await approve(valid, autoPrincipal, 'automatic'), 302)
     }
     const { transaction, csrf } = await createPendingAuthorization(db, valid)
-    reply.header('Set-Cookie', csrfCookie(transaction, csrf, PENDING_AUTHORIZATION_TTL_SECONDS))
+    setCsrfCookie(reply, transaction, csrf, PENDING_AUTHORIZATION_TTL_SECONDS)
     return await setPageHeaders(reply, formActionSource(valid.redirectUri)).send(renderConsentPage({
       action: path,
       transaction,
@@ -209,7 +211,7 @@ export default async function authorizeRoutes (fastify: FastifyInstance, { runti
     if (request.headers['sec-fetch-site'] === 'cross-site') {
       throw new AuthorizePageError('Request refused', 'This form was submitted from another site. Start the connection again from your application.', 403)
     }
-    const csrf = readCookie(request.headers.cookie, csrfCookieName(form.transaction as string))
+    const csrf = request.cookies[csrfCookieName(form.transaction as string)]
     if (csrf === undefined || !constantEquals(hashSecret(csrf).toString('base64'), pending.csrfHash.toString('base64'))) {
       throw new AuthorizePageError('Request refused', 'This form did not come from the page this server showed you (missing or wrong security cookie). Start the connection again.', 403)
     }
@@ -218,7 +220,7 @@ export default async function authorizeRoutes (fastify: FastifyInstance, { runti
     const valid: ValidRequest = {
       client, redirectUri: pending.redirectUri, state: pending.state ?? undefined, codeChallenge: pending.codeChallenge, scopes: pending.scopes as Scope[], resource: pending.resource
     }
-    reply.header('Set-Cookie', csrfCookie(form.transaction as string, '', 0))
+    setCsrfCookie(reply, form.transaction as string, '', 0)
 
     if (form.action === 'deny') {
       if (!await consumePendingAuthorization(db, pending.id)) throw spentError()
@@ -234,7 +236,7 @@ export default async function authorizeRoutes (fastify: FastifyInstance, { runti
         await consumePendingAuthorization(db, pending.id)
         return sendRedirect(reply, authorizationResponse(valid.redirectUri, { error: 'access_denied', error_description: 'Too many wrong credentials', state: valid.state }), 303)
       }
-      reply.header('Set-Cookie', csrfCookie(form.transaction as string, csrf, Math.max(1, Math.floor((pending.expiresAt.getTime() - Date.now()) / 1000))))
+      setCsrfCookie(reply, form.transaction as string, csrf, Math.max(1, Math.floor((pending.expiresAt.getTime() - Date.now()) / 1000)))
       return await setPageHeaders(reply, formActionSource(valid.redirectUri)).code(401).send(renderConsentPage({
         action: path,
         transaction: form.transaction as string,
@@ -260,8 +262,8 @@ export default async function authorizeRoutes (fastify: FastifyInstance, { runti
     return url.toString()
   }
 
-  function csrfCookie (transaction: string, value: string, maxAge: number): string {
-    return `${csrfCookieName(transaction)}=${value}; Path=/; Max-Age=${maxAge}; HttpOnly; SameSite=Strict${secureCookies ? '; Secure' : ''}`
+  function setCsrfCookie (reply: FastifyReply, transaction: string, value: string, maxAge: number): void {
+    reply.setCookie(csrfCookieName(transaction), value, { path: '/', maxAge, httpOnly: true, sameSite: 'strict', secure: secureCookies })
   }
 }
 
@@ -294,15 +296,6 @@ function sendRedirect (reply: FastifyReply, location: string, status: 302 | 303)
 /** One cookie per consent page, so two tabs authorizing at once do not overwrite each other. */
 function csrfCookieName (transaction: string): string {
   return `bus_consent_${hashSecret(transaction).toString('hex').slice(0, 16)}`
-}
-
-function readCookie (header: string | undefined, name: string): string | undefined {
-  if (header === undefined) return undefined
-  for (const part of header.split(';')) {
-    const [key, ...rest] = part.trim().split('=')
-    if (key === name) return rest.join('=')
-  }
-  return undefined
 }
 
 function redirectHostOf (uri: string): string {
