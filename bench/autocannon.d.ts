@@ -3,8 +3,16 @@ declare module 'autocannon' {
   import type { EventEmitter } from 'node:events'
 
   export interface Histogram {
-    average: number, mean: number, stddev: number, min: number, max: number, total: number
-    p50: number, p90: number, p99: number, p99_9: number
+    average: number,
+    mean: number,
+    stddev: number,
+    min: number,
+    max: number,
+    total: number
+    p50: number,
+    p90: number,
+    p99: number,
+    p99_9: number
   }
 
   export interface RequestContext { [key: string]: unknown }

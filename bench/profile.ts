@@ -60,7 +60,8 @@ export async function runProfile (options: ProfileOptions): Promise<void> {
 
 /** Self time per function and module, counting only samples inside `window` (start-up excluded). */
 export function summariseProfile (profile: CpuProfile, window: { startUs: number, endUs: number }): {
-  totalMs: number, busyMs: number
+  totalMs: number,
+  busyMs: number
   functions: Array<{ name: string, where: string, ms: number }>
   modules: Array<{ name: string, ms: number }>
   /** Time in our own functions including what they call (src/ only). */

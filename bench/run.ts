@@ -150,4 +150,3 @@ try {
 }
 console.log(`elapsed: ${((performance.now() - started) / 1000).toFixed(0)} s`)
 process.exit(failed ? 1 : 0)
-

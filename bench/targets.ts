@@ -245,4 +245,3 @@ export const TARGETS: Array<Target<Rig>> = [
     }
   }
 ]
-

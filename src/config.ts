@@ -162,7 +162,6 @@ export function loadConfig (env: Env = process.env): Config {
   }
 }
 
-
 function sameListenHost (a: string, b: string): boolean {
   const wildcard = (h: string): boolean => h === '0.0.0.0' || h === '::'
   return a === b || wildcard(a) || wildcard(b) || (isLoopbackHost(a) && isLoopbackHost(b))

@@ -4,8 +4,17 @@ import { oauthClients, oauthGrants, principals } from '../db/schema.ts'
 
 /** A client as the admin API and `bus-mcp client list` show it. */
 export interface ClientView {
-  client_id: string, kind: string, client_name: string, redirect_uris: string[], token_endpoint_auth_method: string,
-  grant_types: string[], scope: string | null, principal: string | null, created_at: string, last_used_at: string | null, active_grants: number
+  client_id: string,
+  kind: string,
+  client_name: string,
+  redirect_uris: string[],
+  token_endpoint_auth_method: string,
+  grant_types: string[],
+  scope: string | null,
+  principal: string | null,
+  created_at: string,
+  last_used_at: string | null,
+  active_grants: number
 }
 
 export async function listClients (db: Executor): Promise<ClientView[]> {

@@ -6,14 +6,30 @@ import { revokeGrant } from '../oauth/grants.ts'
 
 /** The admin's view of OAuth grants (`bus-mcp grant list|revoke`): what the admin API shows and does. */
 export interface GrantView {
-  id: number, principal: string, client_id: string, client_name: string, scopes: string[], resource: string,
-  created_at: string, revoked_at: string | null, revoked_reason: string | null, active_tokens: number
+  id: number,
+  principal: string,
+  client_id: string,
+  client_name: string,
+  scopes: string[],
+  resource: string,
+  created_at: string,
+  revoked_at: string | null,
+  revoked_reason: string | null,
+  active_tokens: number
 }
 
 export async function listGrants (db: Executor, filter: { principal?: string | undefined, clientId?: string | undefined }): Promise<GrantView[]> {
   const rows = rowsOf<{
-    id: number | string, principal: string, client_id: string, client_name: string, scopes: string[], resource: string,
-    created_at: Date | string, revoked_at: Date | string | null, revoked_reason: string | null, active_tokens: number | string
+    id: number | string,
+    principal: string,
+    client_id: string,
+    client_name: string,
+    scopes: string[],
+    resource: string,
+    created_at: Date | string,
+    revoked_at: Date | string | null,
+    revoked_reason: string | null,
+    active_tokens: number | string
   }>(await db.execute(sql`
     select g.id, p.name as principal, c.client_id, c.client_name, g.scopes, g.resource, g.created_at, g.revoked_at, g.revoked_reason,
       (select count(*) from oauth_tokens t where t.grant_id = g.id and t.revoked_at is null and t.rotated_at is null and t.expires_at > now()) as active_tokens

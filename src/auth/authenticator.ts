@@ -49,8 +49,14 @@ export interface AuthenticatorSettings extends AuthenticatorOptions {
 interface CacheEntry { context: AuthContext, until: number }
 
 type TokenRow = {
-  id: string | number, scopes: string[], expires_at: Date | string | null, revoked_at: Date | string | null,
-  principal_id: string | number, principal_name: string, principal_scopes: string[], disabled_at: Date | string | null,
+  id: string | number,
+  scopes: string[],
+  expires_at: Date | string | null,
+  revoked_at: Date | string | null,
+  principal_id: string | number,
+  principal_name: string,
+  principal_scopes: string[],
+  disabled_at: Date | string | null,
   client_id?: string | null
 }
 
@@ -304,12 +310,16 @@ export class Authenticator {
     this.lookups.queries += (apiHashes.length > 0 ? 1 : 0) + (accessHashes.length > 0 ? 1 : 0)
     this.lookups.hashes += items.length
     const hashList = (hexList: string[]): string => `{${hexList.join(',')}}`
-    const api = async (): Promise<Array<TokenRow & { hash: string }>> => apiHashes.length === 0 ? [] : rowsOf(await this.database.db.execute(sql`
+    const api = async (): Promise<Array<TokenRow & { hash: string }>> => apiHashes.length === 0
+      ? []
+      : rowsOf(await this.database.db.execute(sql`
       select encode(t.token_hash, 'hex') as hash, t.id, t.scopes, t.expires_at, t.revoked_at,
         p.id as principal_id, p.name as principal_name, p.scopes as principal_scopes, p.disabled_at
       from api_tokens t join principals p on p.id = t.principal_id
       where t.token_hash = any(array(select decode(h, 'hex') from unnest(${hashList(apiHashes)}::text[]) as h))`))
-    const access = async (): Promise<Array<AccessTokenRow & { hash: string }>> => accessHashes.length === 0 ? [] : rowsOf(await this.database.db.execute(sql`
+    const access = async (): Promise<Array<AccessTokenRow & { hash: string }>> => accessHashes.length === 0
+      ? []
+      : rowsOf(await this.database.db.execute(sql`
       select encode(t.token_hash, 'hex') as hash, t.id, t.scopes, t.expires_at, t.revoked_at, t.resource, g.revoked_at as grant_revoked_at,
         p.id as principal_id, p.name as principal_name, p.scopes as principal_scopes, p.disabled_at,
         c.client_id

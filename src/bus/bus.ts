@@ -338,7 +338,7 @@ function checkChannelName (name: string): string {
 
 function checkPrincipalName (name: string): string {
   if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(name)) {
-    throw new BusInputError(`"to" must be a principal name (bus_principals lists them)`)
+    throw new BusInputError('"to" must be a principal name (bus_principals lists them)')
   }
   return name
 }

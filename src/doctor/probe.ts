@@ -156,7 +156,6 @@ export function describeNetworkError (err: unknown, url: string, timeoutMs: numb
   return { problem: `request to ${url} failed: ${code !== undefined ? `${code} ` : ''}${message}`, fix: 'check that the server is reachable from here' }
 }
 
-
 /**
  * Parses the auth-params of the `Bearer` challenge in a WWW-Authenticate value
  * (RFC 9110 §11.6.1): `Bearer k="v", k2=token`. Returns undefined when there is no Bearer

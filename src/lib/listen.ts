@@ -15,6 +15,8 @@ export async function listenOn (app: FastifyInstance, host: string, port: number
     return (app.server.address() as AddressInfo).port
   }
   let secondary: Server | undefined
+  // Assigned once the second listener exists; the close hook registered before it reads it.
+  // eslint-disable-next-line prefer-const
   let connections: { drain: () => void } | undefined
   // Closing waits for the second listener's in-flight requests too (graceful shutdown).
   app.addHook('onClose', async () => {

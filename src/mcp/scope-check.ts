@@ -28,8 +28,14 @@ export function createScopeCheck ({ audit, resourceMetadataUrl }: { audit: Audit
     if (missing.length === 0) return
     const scope = sortScopes([...needed]).join(' ')
     audit.record({
-      kind: 'tool', action: [...refused].join(' '), outcome: 'denied', principalId: auth.principalId,
-      principalName: auth.principalName, authKind: auth.kind, clientId: auth.clientId, detail: 'insufficient_scope'
+      kind: 'tool',
+      action: [...refused].join(' '),
+      outcome: 'denied',
+      principalId: auth.principalId,
+      principalName: auth.principalName,
+      authKind: auth.kind,
+      clientId: auth.clientId,
+      detail: 'insufficient_scope'
     })
     reply.header('WWW-Authenticate', bearerChallenge({
       resourceMetadataUrl, error: 'insufficient_scope', scope, errorDescription: `This call needs the ${missing.join(', ')} scope`

@@ -46,6 +46,7 @@ export const CLIENT_METADATA_LIMITS = {
 } as const
 
 /** Bidirectional overrides and isolates: they can make a name read as a different one on the consent page. */
+// eslint-disable-next-line no-control-regex -- control characters are what this refuses
 export const UNSAFE_DISPLAY_CHARACTERS = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/
 export const PRINTABLE_ASCII = /^[\x21-\x7e]+$/
 

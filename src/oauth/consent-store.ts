@@ -2,7 +2,7 @@ import { and, eq, gt, isNull, sql } from 'drizzle-orm'
 import { lookupApiToken } from '../auth/authenticator.ts'
 import type { Scope } from '../auth/scopes.ts'
 import type { Executor } from '../db/client.ts'
-import { loginCodes, oauthPendingAuthorizations, principals, type OAuthClient, type Principal } from '../db/schema.ts'
+import { loginCodes, oauthPendingAuthorizations, type OAuthClient, type Principal } from '../db/schema.ts'
 import { generateLoginCode, hashSecret, kindOfSecret, normaliseLoginCode, randomToken } from '../lib/secrets.ts'
 import { findPrincipal, principalById } from '../principals/store.ts'
 

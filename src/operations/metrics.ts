@@ -36,9 +36,12 @@ export class Metrics {
 
   constructor (sources: MetricsSources) {
     collectDefaultMetrics({ register: this.registry, prefix: 'bus_' })
+    // Gauges register themselves with the registry and are read through it.
+    /* eslint-disable no-new */
     new Gauge({ name: 'bus_long_polls_waiting', help: 'bus_read calls waiting for a message in this process', registers: [this.registry], collect () { this.set(sources.waitingLongPolls()) } })
     new Gauge({ name: 'bus_listen_streams_open', help: 'subscriptions/listen streams open in this process', registers: [this.registry], collect () { this.set(sources.openListenStreams()) } })
     new Gauge({ name: 'bus_auth_cache_entries', help: 'Credentials cached by the /mcp auth hook', registers: [this.registry], collect () { this.set(sources.cachedCredentials()) } })
+    /* eslint-enable no-new */
     new Gauge({ name: 'bus_database_pool_max', help: 'Maximum database connections of this process', labelNames: ['kind'] as const, registers: [this.registry] })
       .set({ kind: sources.databaseKind }, sources.databasePoolMax)
   }

@@ -7,11 +7,18 @@ import { notifyAuthChange } from '../auth/invalidation.ts'
 import { parseScopes, SCOPES, type Scope } from '../auth/scopes.ts'
 import { InputError } from '../lib/input-error.ts'
 
-
 export interface PrincipalView { id: number, name: string, scopes: Scope[], disabled: boolean, created_at: string, disabled_at: string | null }
 export interface ApiTokenView {
-  id: number, principal: string, scopes: Scope[], label: string | null, hint: string,
-  created_at: string, expires_at: string | null, revoked_at: string | null, last_used_at: string | null, status: 'active' | 'expired' | 'revoked'
+  id: number,
+  principal: string,
+  scopes: Scope[],
+  label: string | null,
+  hint: string,
+  created_at: string,
+  expires_at: string | null,
+  revoked_at: string | null,
+  last_used_at: string | null,
+  status: 'active' | 'expired' | 'revoked'
 }
 
 export function checkScopes (raw: string | readonly string[] | undefined, fallback: readonly Scope[] = SCOPES): Scope[] {

@@ -26,7 +26,6 @@ export async function fetchMetadataDocument (url: string, options: ProbeOptions)
   }
 }
 
-
 /**
  * RFC 8414 metadata for `issuer` (from the PRM). `viaFallback` when no PRM was found and the
  * MCP origin is tried as the issuer, as 2025-03-26 clients did (claude.ai no longer does).
@@ -126,4 +125,3 @@ export async function checkOidcAlias (issuer: string, options: ProbeOptions): Pr
   if (fetched.doc.issuer !== issuer) return info(name, `the alias at ${url} has issuer ${quoteValue(fetched.doc.issuer)}, not ${quoteValue(issuer)}`, 'serve the same metadata at both locations')
   return pass(name, `the same issuer at ${url}`)
 }
-

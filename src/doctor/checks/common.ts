@@ -21,6 +21,7 @@ export function fromNetwork (name: string, failure: NetworkFailure, extraFix = '
 }
 
 export function bodyHint (response: ProbeResponse): string {
+  // eslint-disable-next-line no-control-regex -- control characters are what this removes
   const text = response.text.replace(/[\x00-\x1f\x7f]+/g, ' ').replace(/\s+/g, ' ').trim()
   if (text === '') return ''
   return ` (body: ${text.length > 100 ? `${text.slice(0, 100)}…` : text})`

@@ -34,7 +34,7 @@ export async function checkUnauthenticatedInitialize (mcpUrl: URL, options: Prob
   const status = response.status
   switch (answer.kind) {
     case 'ok':
-      return { result: pass(name, `POST initialize without credentials → 401`), response, sentOrigin: true }
+      return { result: pass(name, 'POST initialize without credentials → 401'), response, sentOrigin: true }
     case 'redirect':
       return { result: fail(name, answer.detail, `${answer.fix}; give claude.ai the final URL`), response, sentOrigin: true }
     case 'missing':
