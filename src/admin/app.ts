@@ -10,6 +10,7 @@ import {
 } from '../principals/store.ts'
 import type { Runtime } from '../runtime.ts'
 import { createPreregisteredClient, registrationResponse, removeClient } from '../oauth/client-store.ts'
+import { CLIENT_METADATA_LIMITS } from '../oauth/client-metadata.ts'
 import { listClients } from './client-views.ts'
 import { createLoginCode } from '../oauth/consent-store.ts'
 import { listGrants, revokeGrantByAdmin } from './grant-views.ts'
@@ -117,8 +118,8 @@ export async function adminRoutes (fastify: FastifyInstance, { runtime }: { runt
         required: ['name'],
         additionalProperties: false,
         properties: {
-          name: { type: 'string', maxLength: 200 },
-          redirect_uris: { type: 'array', maxItems: 20, items: { type: 'string', maxLength: 2000 } },
+          name: { type: 'string', maxLength: CLIENT_METADATA_LIMITS.clientName },
+          redirect_uris: { type: 'array', maxItems: CLIENT_METADATA_LIMITS.redirectUris, items: { type: 'string', maxLength: CLIENT_METADATA_LIMITS.stringLength } },
           principal: { type: 'string', maxLength: 64 },
           confidential: { type: 'boolean' },
           scopes: { type: 'string', maxLength: 200 }

@@ -1,7 +1,7 @@
 import cookie from '@fastify/cookie'
 import formbody from '@fastify/formbody'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { parseScopes, SCOPES, type Scope } from '../auth/scopes.ts'
+import { SCOPES, type Scope } from '../auth/scopes.ts'
 import { classifyAndLog, type ErrorKind } from '../lib/errors.ts'
 import type { OAuthClient, Principal } from '../db/schema.ts'
 import { constantEquals, hashSecret } from '../lib/secrets.ts'
@@ -18,6 +18,7 @@ import { OAuthError, singleParams } from './errors.ts'
 import { createGrantWithCode } from './grants.ts'
 import { isValidS256Challenge } from './pkce.ts'
 import { isLoopbackRedirect, redirectUriMatches } from './redirect-uri.ts'
+import { readRequestedScopes } from './requested-scopes.ts'
 import { namesThisResource } from './resource.ts'
 import { rateLimit } from './http.ts'
 
@@ -155,11 +156,10 @@ export default async function authorizeRoutes (fastify: FastifyInstance, { runti
     const allowed = client.scopes === null ? [...SCOPES] : client.scopes as Scope[]
     let scopes: Scope[] = allowed
     if (p.scope !== undefined) {
-      const parsed = parseScopes(p.scope)
-      const unknown = parsed.unknown.filter((s) => s !== 'offline_access')
-      if (unknown.length > 0) throw fail('invalid_scope', `Unknown scope "${unknown[0]?.slice(0, 100) ?? ''}"; this server's scopes are ${SCOPES.join(' ')}`, state)
+      const requested = readRequestedScopes(p.scope)
+      if (!requested.ok) throw fail('invalid_scope', requested.description, state)
       // No scope (or only offline_access) means the default; others are narrowed to what the client may hold.
-      if (parsed.scopes.length > 0) scopes = parsed.scopes.filter((s) => allowed.includes(s))
+      if (requested.scopes !== undefined) scopes = requested.scopes.filter((s) => allowed.includes(s))
     }
     if (scopes.length === 0) throw fail('invalid_scope', 'None of the requested scopes is available to this client', state)
     return { client, redirectUri, state, codeChallenge: p.code_challenge, scopes, resource: config.resourceUrl }
