@@ -258,7 +258,7 @@ async function checkForwardedFor () {
     await sleep(500)
     const logs = await podman('logs', '--since', since, BUS)
     const line = logs.split('\n').find((l) => l.includes(marker))
-    assert(line, `no log line for the request (is request logging off?)`)
+    assert(line, 'no log line for the request (is request logging off?)')
     const remote = JSON.parse(line).req?.remoteAddress
     assert(remote === '127.0.0.2', `logged remoteAddress ${remote}: ${line}`)
   })

@@ -60,14 +60,18 @@ const confidentialClient = await registerClient(server, {
   client_name: 'Fuzz confidential', token_endpoint_auth_method: 'client_secret_basic', redirect_uris: ['https://app.example.com/cb']
 })
 const boundCreated = await server.admin.inject({
-  method: 'POST', url: '/clients', headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+  method: 'POST',
+  url: '/clients',
+  headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
   payload: { name: 'Fuzz bound', redirect_uris: ['https://bound.example.com/cb'], principal: 'fz-writer' }
 })
 if (boundCreated.statusCode !== 201) throw new Error(`bound client: ${boundCreated.body}`)
 const boundClient: RegisteredTestClient = { clientId: JSON.parse(boundCreated.body).client_id, clientSecret: undefined, redirectUri: 'https://bound.example.com/cb' }
 const oauthTokens = await obtainTokens(server, boundClient)
 const machineCreated = await server.admin.inject({
-  method: 'POST', url: '/clients', headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+  method: 'POST',
+  url: '/clients',
+  headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
   payload: { name: 'Fuzz machine', principal: 'fz-writer', confidential: true }
 })
 if (machineCreated.statusCode !== 201) throw new Error(`machine client: ${machineCreated.body}`)
@@ -146,6 +150,7 @@ const headerText = fc.oneof(
  * request can carry.)
  */
 function asHeaderValue (value: string | undefined): string | undefined {
+  // eslint-disable-next-line no-control-regex -- removing control characters is the point
   return value === undefined ? undefined : Buffer.from(value, 'utf8').toString('latin1').replace(/[\u0000-\u0008\u000a-\u001f\u007f]/g, '')
 }
 const basic = (id: string, secret: string): string => `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}`
@@ -316,7 +321,7 @@ const checks: Record<Kind, Check> = {
     if (response.statusCode === 202) return response.body === '' ? undefined : '202 with a body'
     const body = parseJson(response.body)
     if (response.statusCode >= 400) {
-      const error = (body as { jsonrpc?: unknown, error?: { code?: unknown, message?: unknown }, id?: unknown } | undefined)
+      const error = body as { jsonrpc?: unknown, error?: { code?: unknown, message?: unknown }, id?: unknown } | undefined
       // The id is null, or the request's own id (the 2026-07-28 revision echoes it on errors).
       if (error?.jsonrpc !== '2.0' || !Number.isInteger(error.error?.code) || typeof error.error?.message !== 'string' || (error.id !== null && error.id !== requestIdOf(request))) {
         return 'an HTTP error without a JSON-RPC error object'
@@ -915,7 +920,8 @@ await fuzz('the admin API: every route with broken names, ids, bodies and tokens
 
 t.test('after all of that the server still serves', async (t) => {
   const whoami = await server.app.inject({
-    method: 'POST', url: '/mcp',
+    method: 'POST',
+    url: '/mcp',
     headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${writerToken}` },
     payload: { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'whoami', arguments: {} } }
   })

@@ -10,7 +10,7 @@ import t, { type Test } from 'tap'
 import { hashSecret } from '../../src/lib/secrets.ts'
 import { createLoginCode } from '../../src/oauth/consent-store.ts'
 import {
-  authorizationParams, authorize, basicAuth, createTestDatabase, encodeParams, locationOf, obtainCode, obtainTokens, postForm, query, register,
+  authorizationParams, authorize, basicAuth, createTestDatabase, encodeParams, locationOf, obtainCode, obtainTokens, postForm, query,
   registerClient, serverFactory, sql, whoami, type Params, type RegisteredTestClient
 } from '../helpers/oauth-inject.ts'
 import { parseConsentPage, pkcePair } from '../helpers/oauth.ts'
@@ -233,7 +233,6 @@ t.test('open redirect: near misses of a registered redirect URI are never redire
   const runs = 200
   let risky = 0
   let redirects = 0
-  let allowedRedirects = 0
   const seed = seedFor('open redirect')
   const details = await fc.check(fc.asyncProperty(cases, async ([index, uri]) => {
     const client = clients[index] as RegisteredTestClient
@@ -247,7 +246,6 @@ t.test('open redirect: near misses of a registered redirect URI are never redire
     }
     redirects++
     if (!allowed) throw new Error(`redirect_uri ${JSON.stringify(uri)} (registered ${client.redirectUri}) was redirected to ${location}`)
-    allowedRedirects++
     // Where it went is the requested URI itself, plus the response parameters.
     if (!location.startsWith(uri.includes('?') ? `${uri}&` : `${uri}?`)) throw new Error(`redirect_uri ${JSON.stringify(uri)} sent to ${location}`)
   }), { seed, numRuns: runs })
@@ -754,7 +752,9 @@ t.test('brute force on bearer tokens: failures from one address are slowed; vali
   const known = await principalWithToken(server, 'bf-known')
   const unused = await principalWithToken(server, 'bf-unused')
   const call = async (token: string | undefined, remoteAddress: string): Promise<LightMyRequestResponse> => await server.app.inject({
-    method: 'POST', url: '/mcp', remoteAddress,
+    method: 'POST',
+    url: '/mcp',
+    remoteAddress,
     headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...(token !== undefined ? { authorization: `Bearer ${token}` } : {}) },
     payload: { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'whoami', arguments: {} } }
   })

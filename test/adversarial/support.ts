@@ -109,5 +109,4 @@ export function headerOf (headers: Record<string, unknown>, name: string): strin
   return typeof value === 'string' ? value : Array.isArray(value) ? value.join(', ') : value === undefined ? undefined : String(value)
 }
 
-
 export { FUZZ_SEED, replayHint, seedFor } from '../helpers/fuzz-seed.ts'

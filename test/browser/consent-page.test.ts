@@ -37,8 +37,14 @@ if (fileNeeds(t, [needed])) {
     const { challenge } = pkcePair()
     const url = new URL(`${server.baseUrl}/oauth/authorize`)
     url.search = new URLSearchParams({
-      client_id: clientId, redirect_uri: redirectUri, response_type: 'code', code_challenge: challenge,
-      code_challenge_method: 'S256', state: 'xyz', scope: 'bus:read bus:write', resource: server.config.resourceUrl
+      client_id: clientId,
+      redirect_uri: redirectUri,
+      response_type: 'code',
+      code_challenge: challenge,
+      code_challenge_method: 'S256',
+      state: 'xyz',
+      scope: 'bus:read bus:write',
+      resource: server.config.resourceUrl
     }).toString()
     return { url: url.toString(), clientId }
   }

@@ -107,6 +107,7 @@ if (fileNeeds(t, [postgres()])) {
     const readiness: Array<{ at: number, status: number }> = []
 
     const busWorker = async (worker: number): Promise<void> => {
+      // eslint-disable-next-line no-unmodified-loop-condition -- the test's main flow clears it
       for (let n = 0; running; n++) {
         const sent = await mcp('bus_send', 'bus_send', { channel: 'load', body: `w${worker}-${n}` }) as { id?: number } | undefined
         if (typeof sent?.id === 'number') acknowledged.push(sent.id)
@@ -116,8 +117,13 @@ if (fileNeeds(t, [postgres()])) {
     const authorize = async (): Promise<{ code: string, verifier: string } | undefined> => {
       const { verifier, challenge } = pkcePair()
       const query = new URLSearchParams({
-        response_type: 'code', client_id: clientId, redirect_uri: REDIRECT_URI,
-        code_challenge: challenge, code_challenge_method: 'S256', state: 's', resource: server.config.resourceUrl
+        response_type: 'code',
+        client_id: clientId,
+        redirect_uri: REDIRECT_URI,
+        code_challenge: challenge,
+        code_challenge_method: 'S256',
+        state: 's',
+        resource: server.config.resourceUrl
       })
       const authorized = await request('authorize', `${server.baseUrl}/oauth/authorize?${query.toString()}`, {}, [302])
       const code = authorized?.status === 302 ? new URL(authorized.headers.get('location') ?? '').searchParams.get('code') : null
@@ -127,6 +133,7 @@ if (fileNeeds(t, [postgres()])) {
     const codes: Array<{ code: string, verifier: string }> = []
     const refreshTokens: string[] = []
     const oauthWorker = async (): Promise<void> => {
+      // eslint-disable-next-line no-unmodified-loop-condition -- the test's main flow clears it
       while (running) {
         const fresh = await authorize()
         if (fresh !== undefined) codes.push(fresh)
@@ -147,6 +154,7 @@ if (fileNeeds(t, [postgres()])) {
       }
     }
     const readinessProbe = async (): Promise<void> => {
+      // eslint-disable-next-line no-unmodified-loop-condition -- the test's main flow clears it
       while (running) {
         const response = await request('readyz', `${server.baseUrl}/readyz`, {}, [200])
         readiness.push({ at: Date.now() - started, status: response?.status ?? 0 })
@@ -183,6 +191,7 @@ if (fileNeeds(t, [postgres()])) {
       await gate
       await tx.execute(sql`select 2`)
     }).then(() => 'committed', (err: unknown) => err)
+    // eslint-disable-next-line no-unmodified-loop-condition -- the statement's callback sets it
     while (!statementDone) await new Promise((resolve) => setTimeout(resolve, 5))
     const cutAt = Date.now() - started
     await proxy.cut()

@@ -294,4 +294,3 @@ t.test('bus-mcp --version prints the package version (node bin/bus-mcp.js, its o
   t.equal(run.code, 0)
   t.equal(run.stdout, `${version}\n`)
 })
-

@@ -125,7 +125,9 @@ t.test('errors after verification go back to the client with error, error_descri
 
   // POST (RFC 6749 §3.1) behaves like GET.
   const posted = await server.app.inject({
-    method: 'POST', url: '/oauth/authorize', headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    method: 'POST',
+    url: '/oauth/authorize',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
     payload: encodeParams({ ...good, code_challenge_method: 'plain' })
   })
   assertRedirectedError(t, server, posted, uri, 'invalid_request', 'POST with plain')

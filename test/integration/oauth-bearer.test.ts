@@ -129,7 +129,9 @@ t.test('refresh tokens, codes, client secrets and look-alikes are not bearer cre
 
   // Only the Authorization header carries tokens (no query string), and any scheme letter case works.
   const inQuery = await server.app.inject({
-    method: 'POST', url: `/mcp?access_token=${refreshed.body.access_token}`, headers: { 'content-type': 'application/json', accept: 'application/json' },
+    method: 'POST',
+    url: `/mcp?access_token=${refreshed.body.access_token}`,
+    headers: { 'content-type': 'application/json', accept: 'application/json' },
     payload: { jsonrpc: '2.0', id: 1, method: 'tools/list', params: {} }
   })
   t.equal(inQuery.statusCode, 401, 'a token in the query string is not read')

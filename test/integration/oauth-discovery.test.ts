@@ -82,7 +82,9 @@ t.test('PUBLIC_URL=https://bus.example.com: the documents say exactly that', asy
     t.same(body.authorization_servers, ['https://bus.example.com'])
   }
   const unauthenticated = await server.app.inject({
-    method: 'POST', url: '/mcp', headers: { 'content-type': 'application/json', accept: 'application/json' },
+    method: 'POST',
+    url: '/mcp',
+    headers: { 'content-type': 'application/json', accept: 'application/json' },
     payload: { jsonrpc: '2.0', id: 1, method: 'initialize', params: {} }
   })
   t.equal(unauthenticated.statusCode, 401)

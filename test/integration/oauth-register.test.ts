@@ -43,8 +43,13 @@ t.test('claude.ai\'s exact DCR body registers, then completes a flow with client
   t.equal(location.searchParams.get('iss'), server.config.publicUrl)
   const code = location.searchParams.get('code') as string
   const tokens = await postForm(server, {
-    grant_type: 'authorization_code', code, code_verifier: verifier, redirect_uri: client.redirectUri,
-    client_id: client.clientId, client_secret: client.clientSecret, resource: server.config.resourceUrl
+    grant_type: 'authorization_code',
+    code,
+    code_verifier: verifier,
+    redirect_uri: client.redirectUri,
+    client_id: client.clientId,
+    client_secret: client.clientSecret,
+    resource: server.config.resourceUrl
   })
   t.equal(tokens.status, 200, tokens.raw)
   t.equal(tokens.body.token_type, 'Bearer')

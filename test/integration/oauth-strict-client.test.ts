@@ -31,8 +31,14 @@ for (const method of ['none', 'client_secret_post', 'client_secret_basic'] as co
     const state = oauth.generateRandomState()
     const authorizationUrl = new URL(as.authorization_endpoint as string)
     authorizationUrl.search = new URLSearchParams({
-      client_id: client.client_id, redirect_uri: redirectUri, response_type: 'code', scope: 'bus:read bus:write',
-      code_challenge: challenge, code_challenge_method: 'S256', state, resource: server.config.resourceUrl
+      client_id: client.client_id,
+      redirect_uri: redirectUri,
+      response_type: 'code',
+      scope: 'bus:read bus:write',
+      code_challenge: challenge,
+      code_challenge_method: 'S256',
+      state,
+      resource: server.config.resourceUrl
     }).toString()
     const visit = await visitAuthorization(authorizationUrl)
     const params = oauth.validateAuthResponse(as, client, visit.location as URL, state)

@@ -43,7 +43,9 @@ t.test('request errors: grant_type, body format, duplicated and missing paramete
     assertError(t, await postForm(server, { grant_type: grantType, client_id: client.clientId }), 400, 'unsupported_grant_type', `grant_type=${grantType}`)
   }
   const json = await server.app.inject({
-    method: 'POST', url: '/oauth/token', headers: { 'content-type': 'application/json' },
+    method: 'POST',
+    url: '/oauth/token',
+    headers: { 'content-type': 'application/json' },
     payload: JSON.stringify(redeemForm(client, code, verifier))
   })
   assertError(t, { status: json.statusCode, headers: json.headers, body: JSON.parse(json.body), raw: json.body }, 400, 'invalid_request', 'a JSON body')

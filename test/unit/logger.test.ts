@@ -64,6 +64,7 @@ t.test('/mcp: the JSON-RPC method, and the tool of a tools/call, from the parsed
   t.match(all[1], { msg: /tools\/list$/, rpc: { method: 'tools/list' } })
   t.match(all[2], { msg: / batch$/, rpc: { method: 'batch' } })
   t.equal(all[3]?.rpc?.method, 'evil??00:00:00.000??INFO:?forged?line??31m', 'nothing a terminal interprets reaches the line')
+  // eslint-disable-next-line no-control-regex -- no newline or escape may reach the log line
   t.notMatch(all[3]?.msg, /[\n\u001b]/)
   t.equal(all[4]?.rpc?.tool, `${'x'.repeat(64)}…`, 'bounded')
   t.same(all[5]?.rpc, { method: 'tools/call' }, 'a non-string tool name is left out')

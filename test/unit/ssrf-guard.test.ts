@@ -31,7 +31,7 @@ function routes (req: IncomingMessage, res: ServerResponse): void {
     res.writeHead(200, { 'content-type': 'application/json' }) // no Content-Length: chunked
     let sent = 0
     const more = (): void => {
-      if (sent >= 200) return void res.end()
+      if (sent >= 200) { res.end(); return }
       sent++
       res.write('y'.repeat(1000), () => setImmediate(more))
     }
