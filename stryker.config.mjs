@@ -41,10 +41,10 @@ export const modules = {
   },
   consent: {
     // The consent form's CSRF cookie and Sec-Fetch-Site checks (authorize.ts), and the framing headers (consent-page.ts).
-    // Line ranges: the secure-cookie flag, setting the cookie, the Sec-Fetch-Site and cookie checks, clearing it,
-    // setCsrfCookie (@fastify/cookie since decision 0028) and csrfCookieName; setPageHeaders. Update them when authorize.ts moves.
+    // Line ranges: the secure-cookie flag, setting the cookie, the Sec-Fetch-Site and cookie checks, clearing and
+    // renewing it, setCsrfCookie and csrfCookieName; setPageHeaders. Update them when authorize.ts moves.
     mutate: ['src/oauth/authorize.ts:57-57', 'src/oauth/authorize.ts:96-96', 'src/oauth/authorize.ts:211-217', 'src/oauth/authorize.ts:223-223',
-      'src/oauth/authorize.ts:265-267', 'src/oauth/authorize.ts:297-299', 'src/oauth/consent-page.ts:39-49'],
+      'src/oauth/authorize.ts:239-239', 'src/oauth/authorize.ts:265-267', 'src/oauth/authorize.ts:297-299', 'src/oauth/consent-page.ts:39-49'],
     tests: ['test/integration/consent-checks.test.ts']
   }
 }
