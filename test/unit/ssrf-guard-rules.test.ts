@@ -50,10 +50,10 @@ t.test('IPv6: each special block, IPv4 inside IPv6, and the global unicast aroun
     ['0:0:0:1::ffff:7f00:1', 'not global unicast'], ['0:0:0:0:1:ffff:7f00:1', 'not global unicast'], ['0:0:0:0:1:0:0:1', 'not global unicast'], ['::fffe:0:1', 'not global unicast'],
     ['64:ff9b::127.0.0.1', 'NAT64 loopback'], ['64:ff9b::a00:1', 'NAT64 private'], ['64:ff9b::8.8.8.8', undefined],
     ['65:ff9b::8.8.8.8', 'not global unicast'], ['64:ff9a::8.8.8.8', 'not global unicast'], ['64:ff9b:0:1::8.8.8.8', 'not global unicast'],
-    ['64:ff9b:0:0:1::8.8.8.8', 'not global unicast'], ['64:ff9b::1:0:808:808', 'not global unicast'],
+    ['64:ff9b:0:0:1::8.8.8.8', 'not global unicast'], ['64:ff9b::1:0:808:808', 'not global unicast'], ['64:ff9b::1:808:808', 'not global unicast'],
     ['64:ff9b:1::', 'NAT64 local-use'], ['64:ff9b:1:ffff::1', 'NAT64 local-use'], ['64:ff9b:2::', 'not global unicast'], ['65:ff9b:1::', 'not global unicast'], ['64:ff9c:1::', 'not global unicast'],
     ['2002:7f00:1::', '6to4 loopback'], ['2002:a00:1::', '6to4 private'], ['2002:808:808::', undefined],
-    ['2001:db8::1', 'documentation'], ['2001:db8:ffff::', 'documentation'], ['2001:db9::1', undefined], ['2001:4860:4860::8888', undefined],
+    ['2001:db8::1', 'documentation'], ['2001:db8:ffff::', 'documentation'], ['2001:db9::1', undefined], ['2606:db8::1', undefined], ['2001:4860:4860::8888', undefined],
     ['2001::1', 'IETF protocol assignment (Teredo, ORCHID, …)'], ['2001:1ff::', 'IETF protocol assignment (Teredo, ORCHID, …)'], ['2001:200::', undefined],
     ['3fff::1', 'documentation'], ['3fff:fff:ffff::', 'documentation'], ['3fff:1000::', undefined],
     ['2000::', undefined], ['2000::1', undefined], ['3fff:ffff::', undefined], ['1fff:ffff::', 'not global unicast'], ['4000::', 'not global unicast'],
@@ -174,6 +174,10 @@ function routes (req: IncomingMessage, res: ServerResponse): void {
     const size = Number(path.slice('/declared/'.length))
     res.writeHead(200, { 'content-length': String(size) })
     res.end('d'.repeat(size))
+  } else if (path === '/chunked') {
+    res.writeHead(200, { 'content-type': 'application/json' })
+    res.write('c'.repeat(600))
+    res.end('c'.repeat(600))
   } else if (path === '/cut') {
     res.writeHead(200, { 'content-length': '100' })
     res.write('{"partial":')
@@ -235,6 +239,7 @@ t.test('size: a declared length over the bound is refused before the body; exact
   const allowed = { ...base, maxBytes: 1000, allowPrivateHosts: ['127.0.0.1'] }
   t.equal((await guardedFetch(`http://127.0.0.1:${server.port}/declared/1000`, allowed)).body.length, 1000)
   t.equal((await blocked(guardedFetch(`http://127.0.0.1:${server.port}/declared/1001`, allowed))).message, 'the response is 1001 bytes, more than the 1000 allowed')
+  t.equal((await blocked(guardedFetch(`http://127.0.0.1:${server.port}/chunked`, allowed))).message, 'the response is larger than the 1000 bytes allowed', 'no declared length: counted as it arrives')
 })
 
 t.test('a connection cut mid-body is an error, not a short document', async (t) => {
