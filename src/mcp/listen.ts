@@ -263,15 +263,21 @@ class ListenStream {
    * response) unless the client is already gone.
    */
   end (graceful = true): void {
-    if (this.ended) return
-    this.ended = true
-    clearTimeout(this.expiry)
-    this.hub.forget(this)
+    if (!this.stop()) return
     if (graceful) {
       this.output.end(frame(`{"jsonrpc":"2.0","id":${this.idJson},"result":{"resultType":"complete","_meta":{"${SUBSCRIPTION_ID_META_KEY}":${this.idJson},"${SERVER_INFO_META_KEY}":${JSON.stringify(SERVER_INFO)}}}}`))
     } else {
       this.output.destroy()
     }
+  }
+
+  /** Stops delivery to this stream (once): false if it had stopped already. */
+  private stop (): boolean {
+    if (this.ended) return false
+    this.ended = true
+    clearTimeout(this.expiry)
+    this.hub.forget(this)
+    return true
   }
 
   private write (method: string, params: string): void {
@@ -287,9 +293,7 @@ class ListenStream {
     if (this.ended) return
     this.output.write(text)
     if (this.output.writableLength + this.output.readableLength <= this.hub.bufferLimit) return
-    this.ended = true
-    clearTimeout(this.expiry)
-    this.hub.forget(this)
+    this.stop()
     this.hub.logger.warn({ principal: this.auth.principalName, buffered: this.output.writableLength + this.output.readableLength }, 'listen stream closed: the client is not reading its notifications')
     this.output.end(frame(`{"jsonrpc":"2.0","id":${this.idJson},"error":{"code":-32000,"message":"Subscription closed: more than ${this.hub.bufferLimit} bytes of notifications were waiting for this client to read them. Listen again, and re-read your resources from your cursor."}}`))
     const cut = setTimeout(() => {
