@@ -271,6 +271,32 @@ grantRevoke.action(async (id: string) => {
   output(revoked, () => `grant #${String(revoked.revoked)} revoked`)
 })
 
+const identity = program.command('identity').description('external identities: which principal a subject at an IDP_FILE provider acts as')
+identity.command('link')
+  .description('let a subject of an external identity provider act as a principal')
+  .requiredOption('--provider <id>', 'the provider\'s id in IDP_FILE')
+  .requiredOption('--subject <sub>', 'the subject, as the provider\'s subject_claim gives it (e.g. "sub", "oid")')
+  .requiredOption('--principal <name>', 'the principal the subject acts as')
+  .action(async (opts: { provider: string, subject: string, principal: string }) => {
+    const linked = await api<Record<string, unknown>>('POST', 'identities', { provider: opts.provider, subject: opts.subject, principal: opts.principal })
+    output(linked, () => `identity ${String(linked.id)}: ${String(linked.provider)} subject ${String(linked.subject)} acts as principal ${String(linked.principal)}`)
+  })
+identity.command('list')
+  .description('list linked external identities')
+  .option('--provider <id>', 'only this provider\'s identities')
+  .action(async (opts: { provider?: string }) => {
+    const query = opts.provider === undefined ? '' : `?provider=${encodeURIComponent(opts.provider)}`
+    const { identities } = await api<{ identities: Array<Record<string, unknown>> }>('GET', `identities${query}`)
+    output(identities, () => table(identities, ['id', 'provider', 'subject', 'principal', 'created_at', 'last_seen_at']))
+  })
+const identityUnlink = identity.command('unlink')
+  .description('remove a link: the subject\'s tokens stop working at once (a "principals: auto" provider makes a new principal at its next sign-in)')
+  .argument('<id>', 'the identity\'s numeric id, as "bus-mcp identity list" shows it')
+identityUnlink.action(async (id: string) => {
+  const unlinked = await api<Record<string, unknown>>('DELETE', `identities/${listedId(id, 'identity', identityUnlink)}`)
+  output(unlinked, () => `identity ${String(unlinked.id)} unlinked: ${String(unlinked.provider)} subject ${String(unlinked.subject)} no longer acts as principal ${String(unlinked.principal)}`)
+})
+
 program.command('login-code <name>')
   .description('a one-time code proving principal NAME on the consent page (valid 10 minutes, works once)')
   .action(async (name: string) => {

@@ -1,5 +1,7 @@
 import { isIP } from 'node:net'
 import { isLoopbackHost } from './lib/loopback.ts'
+import { loadIdpFile } from './idp/config.ts'
+import type { IdpProvider } from './idp/types.ts'
 
 /**
  * Configuration read once from the environment at start. Every rule here is a promise made in
@@ -33,6 +35,10 @@ export interface Config {
   auditRetentionDays: number
   /** Hosts whose Client ID Metadata Documents may be fetched from private addresses (tests only). */
   cimdAllowPrivateHosts: string[]
+  /** IDP_FILE: the JSON file naming external identity providers, if any. */
+  idpFile: string | undefined
+  /** The providers in IDP_FILE, validated, defaults filled in; empty when IDP_FILE is unset. */
+  identityProviders: IdpProvider[]
 }
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
@@ -137,11 +143,15 @@ export function loadConfig (env: Env = process.env): Config {
     throw new ConfigError('LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}`)
   }
 
+  const resourceUrl = `${publicUrl}/mcp`
+  const idpFile = read('IDP_FILE')
+  const identityProviders = idpFile === undefined ? [] : loadIdpFile(idpFile, { publicUrl, resourceUrl })
+
   return {
     port,
     host,
     publicUrl,
-    resourceUrl: `${publicUrl}/mcp`,
+    resourceUrl,
     databaseUrl,
     dataDir: read('DATA_DIR') ?? './data',
     adminPort,
@@ -158,7 +168,9 @@ export function loadConfig (env: Env = process.env): Config {
     logLevel: logLevel as LogLevel,
     messageRetentionDays: readNumber(read, 'MESSAGE_RETENTION_DAYS', 0, 0, 36500, true),
     auditRetentionDays: readNumber(read, 'AUDIT_RETENTION_DAYS', 90, 0, 36500, true),
-    cimdAllowPrivateHosts: (read('CIMD_ALLOW_PRIVATE_HOSTS') ?? '').split(/[\s,]+/).filter(Boolean).map((h) => h.toLowerCase())
+    cimdAllowPrivateHosts: (read('CIMD_ALLOW_PRIVATE_HOSTS') ?? '').split(/[\s,]+/).filter(Boolean).map((h) => h.toLowerCase()),
+    idpFile,
+    identityProviders
   }
 }
 

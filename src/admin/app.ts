@@ -14,6 +14,7 @@ import { CLIENT_METADATA_LIMITS } from '../oauth/client-metadata.ts'
 import { listClients } from './client-views.ts'
 import { createLoginCode } from '../oauth/consent-store.ts'
 import { listGrants, revokeGrantByAdmin } from './grant-views.ts'
+import { checkKnownProvider, linkIdentity, listIdentities, MAX_SUBJECT_LENGTH, unlinkIdentity } from '../idp/identities.ts'
 
 const nameParam = { type: 'object', required: ['name'], properties: { name: { type: 'string', minLength: 1, maxLength: 64 } } } as const
 const idParam = { type: 'object', required: ['id'], properties: { id: { type: 'integer', minimum: 1 } } } as const
@@ -149,6 +150,45 @@ export async function adminRoutes (fastify: FastifyInstance, { runtime }: { runt
     await revokeGrantByAdmin(db, request.params.id)
     record('grant.revoke', `#${request.params.id}`)
     return { revoked: request.params.id }
+  })
+
+  // External identities: which principal a subject at an IDP_FILE provider acts as.
+  const knownProviders = config.identityProviders.map((p) => p.id)
+
+  fastify.get<{ Querystring: { provider?: string } }>('/identities', {
+    schema: { querystring: { type: 'object', additionalProperties: false, properties: { provider: { type: 'string', maxLength: 64 } } } }
+  }, async (request) => {
+    const { provider } = request.query
+    const identities = await listIdentities(db, provider)
+    // Links of a provider since removed from IDP_FILE are still listed (so they can be unlinked);
+    // an unknown provider with none is a typo, not an empty list.
+    if (provider !== undefined && identities.length === 0) checkKnownProvider(provider, knownProviders)
+    return { identities }
+  })
+
+  fastify.post<{ Body: { provider: string, subject: string, principal: string } }>('/identities', {
+    schema: {
+      body: {
+        type: 'object',
+        required: ['provider', 'subject', 'principal'],
+        additionalProperties: false,
+        properties: {
+          provider: { type: 'string', maxLength: 64 },
+          subject: { type: 'string', maxLength: MAX_SUBJECT_LENGTH },
+          principal: { type: 'string', maxLength: 64 }
+        }
+      }
+    }
+  }, async (request, reply) => {
+    const linked = await linkIdentity(db, request.body, knownProviders)
+    record('identity.link', `${linked.provider} #${linked.id} -> ${linked.principal}`)
+    return await reply.code(201).send(linked)
+  })
+
+  fastify.delete<{ Params: { id: number } }>('/identities/:id', { schema: { params: idParam } }, async (request) => {
+    const unlinked = await unlinkIdentity(db, request.params.id)
+    record('identity.unlink', `${unlinked.provider} #${unlinked.id} -> ${unlinked.principal}`)
+    return unlinked
   })
 
   fastify.post<{ Body: { principal: string } }>('/login-codes', {

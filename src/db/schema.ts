@@ -45,6 +45,23 @@ export const apiTokens = pgTable('api_tokens', {
  * from a Client ID Metadata Document (then `client_id` is the document's URL and the row is a
  * cache of it, refreshed when `metadata_expires_at` passes).
  */
+/**
+ * A subject at an external identity provider (IDP_FILE) mapped to a principal: linked with the
+ * CLI, or created at first sight for a provider with `principals: auto`. `provider` is the
+ * provider's id in IDP_FILE (not a foreign key: the file is configuration, not data).
+ */
+export const externalIdentities = pgTable('external_identities', {
+  id: id(),
+  provider: text('provider').notNull(),
+  subject: text('subject').notNull(),
+  principalId: bigint('principal_id', { mode: 'number' }).notNull().references(() => principals.id, { onDelete: 'cascade' }),
+  createdAt: createdAt(),
+  lastSeenAt: at('last_seen_at')
+}, (t) => [
+  uniqueIndex('external_identities_provider_subject_key').on(t.provider, t.subject),
+  index('external_identities_principal_id_idx').on(t.principalId)
+])
+
 export const oauthClients = pgTable('oauth_clients', {
   id: id(),
   clientId: text('client_id').notNull(),
@@ -229,3 +246,4 @@ export type Message = typeof messages.$inferSelect
 export type OAuthClient = typeof oauthClients.$inferSelect
 export type OAuthGrant = typeof oauthGrants.$inferSelect
 export type AuditRow = typeof auditLog.$inferInsert
+export type ExternalIdentityRow = typeof externalIdentities.$inferSelect
