@@ -91,7 +91,7 @@ function printResults (outcomes: Outcome[]): void {
     console.log('')
     console.log(renderTable(rows, COMPARE[era], rates))
   }
-  const ours = ['whoami-oauth', 'whoami-api', 'whoami-oauth-modern', 'whoami-api-modern'].filter((k) => rates.has(k))
+  const ours = ['whoami-oauth', 'whoami-api', 'whoami-external', 'whoami-oauth-modern', 'whoami-api-modern', 'whoami-external-modern'].filter((k) => rates.has(k))
   if (ours.length > 0) {
     console.log('')
     console.log('targets (bench/targets.ts WHOAMI_TARGETS), ours on PostgreSQL:')

@@ -51,6 +51,8 @@ export interface Rig {
   replicaB: OurServer
   /** An API token of principal "bench" (bus:read bus:write), valid on both replicas. */
   apiToken: string
+  /** An external identity provider's JWT access token (IDP_FILE), its subject linked to "bench". */
+  externalToken: string
 }
 
 /**
@@ -60,6 +62,9 @@ export interface Rig {
  * connections.
  */
 export const WHOAMI_TARGETS = { ceiling: 0.5, anchorV2: 4, anchorV1: 5, p99Ms: 25 }
+
+/** An external provider's JWT on /mcp costs no network round trip: at least this x our own OAuth token. */
+export const EXTERNAL_TARGET = { ofOauth: 0.9 }
 
 /** whoami, the same request for every server of an era: the cheapest authenticated tool call. */
 async function whoamiMeasure (rig: Rig, server: ServerProcess, token: string, expectAuth: string, era: Era): Promise<Measure> {
@@ -203,6 +208,13 @@ function whoamiTargets (era: Era): Array<Target<Rig>> {
       era,
       checks: whoamiChecks(era),
       setup: async (rig) => await whoamiMeasure(rig, rig.replicaA, await oauthTokenOf(rig), 'oauth', era)
+    },
+    {
+      key: `whoami-external${suffix}`,
+      label: 'ours: whoami, external IdP JWT (RS256)',
+      era,
+      checks: [...whoamiChecks(era), { kind: 'ratio', of: `whoami-oauth${suffix}`, min: EXTERNAL_TARGET.ofOauth }],
+      setup: async (rig) => await whoamiMeasure(rig, rig.replicaA, rig.externalToken, 'external', era)
     }
   ]
   return era === 'modern' ? rows.filter((t) => t.key !== 'anchor-v1') : rows

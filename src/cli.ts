@@ -2,6 +2,8 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander'
 import { ConfigError, loadConfig } from './config.ts'
 import { formatReport, runDoctor } from './doctor/run.ts'
+import { loadIdpFile } from './idp/config.ts'
+import type { IdpProvider } from './idp/types.ts'
 import { VERSION } from './version.ts'
 
 /**
@@ -355,11 +357,25 @@ program.command('migrate')
 program.command('doctor <url>')
   .description('check a deployment the way claude.ai discovers it (URL: https://host/mcp); prints each problem and its fix, exits 1 if any check fails')
   .option('--register', 'also register a throwaway client with claude.ai\'s exact request (creates a real client; remove it with "client remove")', false)
-  .action(async (url: string, opts: { register: boolean }) => {
-    const report = await runDoctor(url, { register: opts.register })
+  .option('--idp-file <path>', 'also check the identity providers of this IDP_FILE (default: $IDP_FILE, if set): discovery, keys, introspection')
+  .action(async (url: string, opts: { register: boolean, idpFile?: string }) => {
+    const idpFile = opts.idpFile ?? (process.env.IDP_FILE?.trim() === '' ? undefined : process.env.IDP_FILE?.trim())
+    const report = await runDoctor(url, { register: opts.register, identityProviders: idpFile === undefined ? undefined : readIdpFile(idpFile, url) })
     output(report.results, () => formatReport(report))
     if (!report.ok) process.exitCode = 1
   })
+
+/** The providers of an IDP_FILE, with `url`'s origin standing in for PUBLIC_URL (the default audience). */
+function readIdpFile (path: string, url: string): IdpProvider[] {
+  let origin = 'http://localhost:8088'
+  try { origin = new URL(url).origin } catch {}
+  try {
+    return loadIdpFile(path, { publicUrl: origin, resourceUrl: `${origin}/mcp` })
+  } catch (err) {
+    if (err instanceof ConfigError) throw new CliError(`configuration error: ${err.message}`)
+    throw err
+  }
+}
 
 /**
  * Commander's own errors (unknown command or option, missing or invalid value) become one line

@@ -6,6 +6,7 @@ import { BusEvents } from './bus/events.ts'
 import type { Config } from './config.ts'
 import { openDatabase, type Database } from './db/client.ts'
 import { migrate } from './db/migrate.ts'
+import { ExternalVerifier, type ExternalVerifierOptions } from './idp/verifier.ts'
 import { PendingCalls } from './mcp/cancellation.ts'
 import { ListenHub, type ListenHubOptions } from './mcp/listen.ts'
 import { BusResources } from './mcp/resources.ts'
@@ -23,6 +24,8 @@ export interface Runtime {
   log: FastifyBaseLogger
   database: Database
   authenticator: Authenticator
+  /** Access tokens of the identity providers in IDP_FILE (none configured: it refuses everything). */
+  external: ExternalVerifier
   bus: Bus
   /** Bus events from every replica (LISTEN/NOTIFY): long-polls and listen streams hear sends here. */
   events: BusEvents
@@ -54,6 +57,8 @@ export interface RuntimeOptions {
   /** Use this database instead of opening one from the config (tests share one). */
   database?: Database
   authenticator?: AuthenticatorOptions
+  /** External-token settings (tests shorten key refresh intervals). */
+  external?: ExternalVerifierOptions
   /** Run the periodic purge (default true; tests call purgeOnce themselves). */
   maintenance?: boolean
   /** Listen-stream settings beyond MAX_LISTEN_STREAMS (tests shorten keep-alives and re-checks). */
@@ -65,11 +70,15 @@ export async function startRuntime (config: Config, log: FastifyBaseLogger, opti
   try {
     await migrate(database, config.databaseUrl)
     const authenticator = new Authenticator(database, { ...options.authenticator, resourceUrl: config.resourceUrl })
+    const external = new ExternalVerifier(database, config.identityProviders, log, options.external)
+    // Unlinking an identity or disabling its principal drops verified external tokens too.
+    authenticator.onInvalidate(() => { external.invalidate() })
     const events = new BusEvents(database, (err) => { log.warn({ err }, 'could not publish a bus event') })
     const bus = new Bus(database, events)
     const audit = new AuditLog(database, log)
     const listen = new ListenHub(events, authenticator, log, { maxStreams: config.maxListenStreams, ...options.listen })
     await authenticator.start()
+    await external.start()
     bus.start()
     listen.start()
     await events.start()
@@ -80,7 +89,7 @@ export async function startRuntime (config: Config, log: FastifyBaseLogger, opti
     const metrics = new Metrics({
       waitingLongPolls: () => bus.waiters.size,
       openListenStreams: () => listen.size,
-      cachedCredentials: () => authenticator.cacheSize,
+      cachedCredentials: () => authenticator.cacheSize + external.cacheSize,
       databasePoolMax: database.kind === 'postgres' ? DATABASE_POOL_SIZE : 1,
       databaseKind: database.kind
     })
@@ -92,6 +101,7 @@ export async function startRuntime (config: Config, log: FastifyBaseLogger, opti
       log,
       database,
       authenticator,
+      external,
       bus,
       events,
       listen,
@@ -112,6 +122,7 @@ export async function startRuntime (config: Config, log: FastifyBaseLogger, opti
         await events.stop()
         await mcp.close()
         await authenticator.stop()
+        external.stop()
         await audit.flush()
         if (options.database === undefined) await database.close()
       }

@@ -37,7 +37,8 @@ export async function startOurServer (name: string, databaseUrl: string, nodeArg
   return server
 }
 
-async function admin (server: OurServer, path: string, body: unknown): Promise<any> {
+/** POST to the admin API; an existing principal (409) is fine, any other refusal throws. */
+export async function admin (server: OurServer, path: string, body: unknown): Promise<any> {
   const response = await fetch(`${server.adminUrl}${path}`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },

@@ -1,6 +1,7 @@
 import { sql } from 'drizzle-orm'
 import { rowsOf, type Database, type Executor } from '../db/client.ts'
 import { BatchLane, ExpiringSet, type BatchLaneOptions } from '../lib/failure-limiter.ts'
+import { liveIdentities } from '../idp/identities.ts'
 import { hashSecret, kindOfSecret, TOKEN_PREFIX } from '../lib/secrets.ts'
 import { AUTH_NOTIFY_CHANNEL, onLocalAuthChange } from './invalidation.ts'
 import { effectiveScopes } from './scopes.ts'
@@ -157,7 +158,8 @@ export class Authenticator {
   /**
    * Of these credentials (held by long-lived streams), the ones still live now, with their
    * scopes as they are now: not revoked or expired, the principal not disabled, the grant of an
-   * access token not revoked. Keyed by `credentialKey`. One query per kind.
+   * access token not revoked; of an external token, its identity still linked (its expiry ends
+   * the stream by itself). Keyed by `credentialKey`. One query per kind.
    */
   async liveCredentials (contexts: readonly AuthContext[]): Promise<Map<string, AuthContext['scopes']>> {
     const ids = (kind: AuthContext['kind']): string => `{${[...new Set(contexts.filter((c) => c.kind === kind).map((c) => c.tokenId))].join(',')}}`
@@ -180,6 +182,10 @@ export class Authenticator {
           join principals p on p.id = g.principal_id
         where t.id in (select unnest(${ids('oauth')}::bigint[])) and t.kind = 'access'
           and t.revoked_at is null and t.expires_at > now() and g.revoked_at is null and p.disabled_at is null`)))
+    }
+    if (contexts.some((c) => c.kind === 'external')) {
+      const ids = [...new Set(contexts.filter((c) => c.kind === 'external').map((c) => c.tokenId))]
+      for (const [id, scopes] of await liveIdentities(this.database.db, ids)) live.set(`external:${id}`, scopes)
     }
     return live
   }
@@ -366,6 +372,7 @@ function toContext (row: TokenRow | undefined, kind: AuthContext['kind']): AuthC
   if (expiresAt !== null && expiresAt.getTime() <= Date.now()) return null
   return {
     kind,
+    provider: null,
     tokenId: Number(row.id),
     principalId: Number(row.principal_id),
     principalName: row.principal_name,

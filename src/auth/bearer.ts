@@ -1,6 +1,7 @@
 /** RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=" */
 const B64TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/
-const MAX_TOKEN_LENGTH = 512
+/** Our own secrets are far shorter; external providers' JWTs may reach MAX_TOKEN_BYTES (src/idp/jwt.ts). */
+export const MAX_TOKEN_LENGTH = 512
 
 export type BearerParse =
   | { status: 'missing' }
@@ -14,7 +15,7 @@ export type BearerParse =
  * credentials at all. A Bearer header that is broken (two headers, an empty, oversized or
  * non-b64token token) is `malformed`.
  */
-export function parseBearer (header: string | string[] | undefined): BearerParse {
+export function parseBearer (header: string | string[] | undefined, maxLength = MAX_TOKEN_LENGTH): BearerParse {
   if (header === undefined) return { status: 'missing' }
   if (Array.isArray(header)) return { status: 'malformed' }
   if (header.trim() === '') return { status: 'missing' }
@@ -23,6 +24,6 @@ export function parseBearer (header: string | string[] | undefined): BearerParse
   const match = /^[A-Za-z]+ +(\S+) *$/.exec(header)
   if (match === null) return { status: 'malformed' }
   const token = match[1] as string
-  if (token.length > MAX_TOKEN_LENGTH || !B64TOKEN.test(token)) return { status: 'malformed' }
+  if (token.length > maxLength || !B64TOKEN.test(token)) return { status: 'malformed' }
   return { status: 'ok', token }
 }

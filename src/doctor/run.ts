@@ -6,6 +6,7 @@ import {
   INSPECTOR_ORIGIN, wellKnownUrl, type CheckResult, type ProtectedResourceMetadata
 } from './checks.ts'
 import { DEFAULT_TIMEOUT_MS, type FetchLike, type ProbeOptions } from './probe.ts'
+import type { IdpProvider } from '../idp/types.ts'
 
 export type { CheckResult, CheckStatus } from './checks.ts'
 
@@ -16,6 +17,8 @@ export interface DoctorOptions {
   timeoutMs?: number
   /** For tests; default the global fetch (which honours NODE_EXTRA_CA_CERTS). */
   fetch?: FetchLike
+  /** The providers of IDP_FILE (when set where doctor runs): their discovery, keys and introspection. */
+  identityProviders?: readonly IdpProvider[]
 }
 
 export interface DoctorReport {
@@ -129,6 +132,13 @@ export async function runDoctor (input: string, options: DoctorOptions = {}): Pr
 
   // 9. This installation: the database driver a server started from it would load.
   results.push(checkPostgresDriver())
+
+  // 10. External identity providers (IDP_FILE), fetched from this host as the server would.
+  if (options.identityProviders !== undefined) {
+    // Loaded only here: jose is not needed by the other checks or the other CLI commands.
+    const { checkIdentityProviders } = await import('./checks/identity-providers.ts')
+    results.push(...await checkIdentityProviders(options.identityProviders, probeOptions.timeoutMs))
+  }
 
   return report()
 }

@@ -16,14 +16,14 @@ import { rpcCodeOf, UNAVAILABLE_ERROR_CODE } from './tool-call.ts'
  * revisions). A request meets, in order: the Origin check, bearer authentication, the scope
  * check of the tools it calls, then either the direct tools/call path or the SDK.
  */
-export default async function mcpRoutes (fastify: FastifyInstance, { runtime }: { runtime: Pick<Runtime, 'config' | 'authenticator' | 'audit' | 'mcp' | 'callTool' | 'listen' | 'pending'> }): Promise<void> {
-  const { config, authenticator, audit, mcp, callTool, listen, pending } = runtime
+export default async function mcpRoutes (fastify: FastifyInstance, { runtime }: { runtime: Pick<Runtime, 'config' | 'authenticator' | 'external' | 'audit' | 'mcp' | 'callTool' | 'listen' | 'pending'> }): Promise<void> {
+  const { config, authenticator, external, audit, mcp, callTool, listen, pending } = runtime
   const resourceMetadataUrl = `${config.publicUrl}/.well-known/oauth-protected-resource/mcp`
   const endpointUrl = `${config.publicUrl}/mcp`
 
   fastify.decorateRequest('auth', null)
   fastify.addHook('onRequest', createOriginHook(config.allowedOrigins))
-  fastify.addHook('onRequest', createAuthHook({ authenticator, resourceMetadataUrl, rateLimitMultiplier: config.rateLimitMultiplier }))
+  fastify.addHook('onRequest', createAuthHook({ authenticator, external, resourceMetadataUrl, rateLimitMultiplier: config.rateLimitMultiplier }))
 
   fastify.options('/mcp', corsPreflight)
 

@@ -2,6 +2,7 @@ import type { FastifyReply, FastifyRequest, preHandlerAsyncHookHandler } from 'f
 import type { AuditLog } from '../audit/audit-log.ts'
 import { bearerChallenge } from '../auth/challenge.ts'
 import { sortScopes, type Scope } from '../auth/scopes.ts'
+import { authLabel } from '../auth/types.ts'
 import { sendRpcError } from './protocol.ts'
 import { TOOLS_BY_NAME } from './tools.ts'
 
@@ -33,7 +34,7 @@ export function createScopeCheck ({ audit, resourceMetadataUrl }: { audit: Audit
       outcome: 'denied',
       principalId: auth.principalId,
       principalName: auth.principalName,
-      authKind: auth.kind,
+      authKind: authLabel(auth),
       clientId: auth.clientId,
       detail: 'insufficient_scope'
     })

@@ -1,7 +1,7 @@
 import { z } from 'zod'
 import type { AuditLog } from '../audit/audit-log.ts'
 import { SCOPES, type Scope } from '../auth/scopes.ts'
-import type { AuthContext } from '../auth/types.ts'
+import { authLabel, type AuthContext } from '../auth/types.ts'
 import type { Bus } from '../bus/bus.ts'
 import { BusInputError } from '../bus/limits.ts'
 import { isDatabaseUnavailable } from '../db/errors.ts'
@@ -46,7 +46,7 @@ export function createToolCaller ({ bus, audit, log }: ToolCallerDeps): ToolCall
         outcome,
         principalId: auth.principalId,
         principalName: auth.principalName,
-        authKind: auth.kind,
+        authKind: authLabel(auth),
         clientId: auth.clientId,
         durationMs: Math.round(performance.now() - started),
         detail: detail ?? null

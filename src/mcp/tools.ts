@@ -59,13 +59,14 @@ export const TOOLS: readonly ToolDefinition[] = [
   defineTool({
     name: 'whoami',
     title: 'Who am I',
-    description: 'Shows the principal you act as on the bus, how you authenticated (API token or OAuth), the OAuth client, and your scopes.',
+    description: 'Shows the principal you act as on the bus, how you authenticated (API token, OAuth, or which external identity provider), the OAuth client, and your scopes.',
     scope: null,
     readOnly: true,
     input: z.object({}).strict(),
     run: async ({ auth }) => ({
       principal: auth.principalName,
       auth: auth.kind,
+      provider: auth.provider,
       client_id: auth.clientId,
       scopes: auth.scopes,
       token_expires_at: auth.expiresAt?.toISOString() ?? null

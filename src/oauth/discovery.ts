@@ -30,7 +30,8 @@ export function authorizationServerMetadata (config: Config): Record<string, unk
 export function protectedResourceMetadata (config: Config): Record<string, unknown> {
   return {
     resource: config.resourceUrl,
-    authorization_servers: [config.publicUrl],
+    // Our own first: clients that take the first entry (most do) get the one with DCR and CIMD.
+    authorization_servers: [config.publicUrl, ...config.identityProviders.filter((p) => p.advertise).map((p) => p.issuer)],
     scopes_supported: [...SCOPES],
     bearer_methods_supported: ['header'],
     resource_name: 'Bus MCP Server'

@@ -1,9 +1,14 @@
 import type { FastifyInstance } from 'fastify'
 import { appliedMigrationCount, expectedMigrationCount } from '../db/migrate.ts'
+import type { ProviderStatus } from '../idp/verifier.ts'
 import type { Runtime } from '../runtime.ts'
 
-/** Liveness (the process answers) and readiness (database reachable, migrations applied). */
-export default async function healthRoutes (fastify: FastifyInstance, { runtime }: { runtime: Pick<Runtime, 'database'> }): Promise<void> {
+/**
+ * Liveness (the process answers) and readiness (database reachable, migrations applied). An
+ * identity provider without keys does not make the replica unready: API tokens and our own
+ * OAuth tokens still work, and that provider's tokens get 503 + Retry-After.
+ */
+export default async function healthRoutes (fastify: FastifyInstance, { runtime }: { runtime: Pick<Runtime, 'database'> & Partial<Pick<Runtime, 'external'>> }): Promise<void> {
   const expected = expectedMigrationCount()
   let migrated = false
 
@@ -21,8 +26,21 @@ export default async function healthRoutes (fastify: FastifyInstance, { runtime 
       return await reply.code(503).header('Retry-After', '5').send({ status: 'unavailable', database: 'unreachable' })
     }
     if (!migrated) return await reply.code(503).header('Retry-After', '5').send({ status: 'unavailable', database: 'ok', migrations: 'pending' })
-    return await reply.send({ status: 'ready', database: 'ok', migrations: 'applied' })
+    const providers = runtime.external?.status() ?? []
+    return await reply.send({
+      status: 'ready',
+      database: 'ok',
+      migrations: 'applied',
+      // Which external identity providers can verify tokens now; one without keys answers its tokens 503.
+      ...(providers.length === 0 ? {} : { identity_providers: Object.fromEntries(providers.map((p) => [p.id, providerState(p)])) })
+    })
   })
+}
+
+function providerState (provider: ProviderStatus): string {
+  if (provider.keys === null) return 'introspection'
+  if (provider.keys.usable) return `ready (${provider.keys.keys} keys)`
+  return `no usable keys: ${provider.keys.error ?? 'not fetched yet'}`
 }
 
 async function withTimeout<T> (promise: Promise<T>, ms: number): Promise<T> {

@@ -34,7 +34,7 @@ export interface TestServerOptions {
   databaseUrl?: string
   logLevel?: string
   /** Runtime settings beyond the environment (e.g. shorter listen-stream keep-alives). */
-  runtime?: Pick<RuntimeOptions, 'listen' | 'authenticator'>
+  runtime?: Pick<RuntimeOptions, 'listen' | 'authenticator' | 'external'>
 }
 
 export async function freePort (): Promise<number> {

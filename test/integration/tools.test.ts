@@ -47,7 +47,7 @@ t.test('the bus tools, end to end through app.inject', async (t) => {
   t.test('whoami', async (t) => {
     const { isError, data, result } = await callTool(server, alice, 'whoami')
     t.equal(isError, false)
-    t.same(data, { principal: 'alice', auth: 'api_token', client_id: null, scopes: ['bus:read', 'bus:write'], token_expires_at: null })
+    t.same(data, { principal: 'alice', auth: 'api_token', provider: null, client_id: null, scopes: ['bus:read', 'bus:write'], token_expires_at: null })
     t.same(result.structuredContent, data, 'structuredContent matches the text')
   })
 
