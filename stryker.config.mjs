@@ -46,6 +46,23 @@ export const modules = {
     mutate: ['src/oauth/authorize.ts:57-57', 'src/oauth/authorize.ts:96-96', 'src/oauth/authorize.ts:211-217', 'src/oauth/authorize.ts:223-223',
       'src/oauth/authorize.ts:239-239', 'src/oauth/authorize.ts:265-267', 'src/oauth/authorize.ts:297-299', 'src/oauth/consent-page.ts:39-49'],
     tests: ['test/integration/consent-checks.test.ts']
+  },
+  // The external-token verifier (issue 11): what a JWT must be, claims to identity, key sets, introspection, and routing.
+  'idp-tokens': {
+    mutate: ['src/idp/jwt.ts', 'src/idp/claims.ts'],
+    tests: ['test/unit/idp-claims.test.ts', 'test/unit/idp-jwt.test.ts']
+  },
+  'idp-keys': {
+    mutate: ['src/idp/keys.ts', 'src/idp/fetch.ts'],
+    tests: ['test/unit/idp-keys.test.ts']
+  },
+  'idp-introspection': {
+    mutate: ['src/idp/introspection.ts'],
+    tests: ['test/unit/idp-introspection.test.ts']
+  },
+  'idp-verifier': {
+    mutate: ['src/idp/verifier.ts'],
+    tests: ['test/integration/external-idp.test.ts']
   }
 }
 

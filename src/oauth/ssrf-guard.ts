@@ -63,8 +63,8 @@ export interface GuardedResponse {
 
 export const GUARDED_FETCH_USER_AGENT = 'bus-mcp-server (OAuth client metadata fetcher)'
 
-/** Headers a caller may not set: the guard owns the Host header, and never sends cookies. */
-const CALLER_HEADERS_DROPPED: ReadonlySet<string> = new Set(['host', 'cookie', 'cookie2'])
+/** Headers a caller may not set: the guard never sends cookies (and sets Host itself, last). */
+const CALLER_HEADERS_DROPPED: ReadonlySet<string> = new Set(['cookie', 'cookie2'])
 
 // ---------------------------------------------------------------------------------------------
 // Special-use addresses
@@ -107,11 +107,14 @@ function specialIPv4Range (value: number): string | undefined {
   return IPV4_RANGES_PARSED.find((range) => value >= range.first && value < range.first + range.size)?.name
 }
 
-/** An IPv6 address as eight 16-bit groups; accepts `::` compression, a dotted IPv4 tail and a zone (`%eth0`, ignored). */
+/**
+ * An IPv6 address as eight 16-bit groups; accepts `::` compression, a dotted IPv4 tail and a zone
+ * (`%eth0`, ignored). Once `isIP` has vouched for the text, splitting it cannot go wrong: no
+ * second validation here.
+ */
 function parseIPv6 (address: string): number[] | undefined {
   let text = address.startsWith('[') && address.endsWith(']') ? address.slice(1, -1) : address
-  const zone = text.indexOf('%')
-  if (zone !== -1) text = text.slice(0, zone)
+  text = text.split('%')[0] as string
   if (isIP(text) !== 6) return undefined
   const tail: number[] = []
   if (text.includes('.')) {
@@ -122,15 +125,11 @@ function parseIPv6 (address: string): number[] | undefined {
     text = text.slice(0, lastColon + 1)
     if (!text.endsWith('::')) text = text.slice(0, -1)
   }
-  const halves = text.split('::')
-  if (halves.length > 2) return undefined
+  const [before = '', after = ''] = text.split('::')
   const groupsOf = (part: string): number[] => part === '' ? [] : part.split(':').map((group) => parseInt(group, 16))
-  const head = groupsOf(halves[0] ?? '')
-  const rest = groupsOf(halves[1] ?? '')
-  const missing = 8 - head.length - rest.length - tail.length
-  if (missing < 0 || (halves.length === 1 && missing !== 0)) return undefined
-  const groups = [...head, ...new Array<number>(missing).fill(0), ...rest, ...tail]
-  return groups.every((g) => Number.isInteger(g) && g >= 0 && g <= 0xffff) ? groups : undefined
+  const head = groupsOf(before)
+  const rest = groupsOf(after)
+  return [...head, ...new Array<number>(8 - head.length - rest.length - tail.length).fill(0), ...rest, ...tail]
 }
 
 const embeddedIPv4 = (high: number, low: number): number => high * 65536 + low
@@ -243,19 +242,19 @@ async function resolveVetted (target: FetchTarget, resolve: HostResolver): Promi
   return addresses
 }
 
-/** A `lookup` for node:net that answers with the vetted addresses only, whatever name it is asked for. */
+/**
+ * A `lookup` for node:net that answers with the vetted addresses only, whatever name it is asked
+ * for. Node asks for all of them (family auto-selection); asked for one, it gets the first.
+ * `addresses` is never empty (resolveVetted refuses a host without one).
+ */
 function pinnedLookup (addresses: ResolvedAddress[]): LookupFunction {
+  const [first] = addresses as [ResolvedAddress]
   return (_hostname, options, callback) => {
     if (options.all === true) {
       callback(null, addresses.map(({ address, family }) => ({ address, family })))
-      return
+    } else {
+      callback(null, first.address, first.family)
     }
-    const wanted = addresses.find(({ family }) => options.family === undefined || options.family === 0 || options.family === family) ?? addresses[0]
-    if (wanted === undefined) {
-      callback(Object.assign(new Error('no vetted address'), { code: 'ENOTFOUND' }), '', 0)
-      return
-    }
-    callback(null, wanted.address, wanted.family)
   }
 }
 
@@ -283,41 +282,33 @@ function flattenHeaders (message: IncomingMessage): Record<string, string> {
   return out
 }
 
+/**
+ * The request itself, on a connection pinned to the vetted addresses. TLS checks the certificate
+ * against the host name (Node derives the SNI name from the Host header). The caller's signal
+ * (the overall timeout) ends it; `signal` is never aborted yet when this starts (the timer cannot
+ * fire between the resolution and this call). A promise settles once: a later `fail` only
+ * destroys what is left.
+ */
 function requestPinned (target: FetchTarget, addresses: ResolvedAddress[], options: GuardedFetchOptions, signal: AbortSignal): Promise<GuardedResponse> {
   return new Promise((resolve, reject) => {
-    let settled = false
     let response: IncomingMessage | undefined
-    const settle = (action: () => void): void => {
-      if (settled) return
-      settled = true
-      signal.removeEventListener('abort', onAbort)
-      action()
-    }
     const fail = (err: Error): void => {
-      if (settled) return
-      settle(() => reject(err))
+      reject(err)
       response?.destroy()
       req.destroy()
     }
-    const onAbort = (): void => fail(signal.reason instanceof Error ? signal.reason : new Error('aborted'))
-
     const isHttps = target.url.protocol === 'https:'
     const req: ClientRequest = (isHttps ? httpsRequest : httpRequest)({
-      method: 'GET',
       hostname: target.hostname,
-      port: target.url.port === '' ? (isHttps ? 443 : 80) : Number(target.url.port),
+      // '' is the scheme's default port.
+      port: target.url.port,
       path: `${target.url.pathname}${target.url.search}`,
       headers: requestHeaders(target.url, options.headers),
       lookup: pinnedLookup(addresses),
       // A fresh connection each time: a pooled socket could belong to an earlier, different resolution.
-      agent: false,
-      ...(isHttps && isIP(target.hostname) === 0 ? { servername: target.hostname } : {})
+      agent: false
     })
-    if (signal.aborted) {
-      onAbort()
-      return
-    }
-    signal.addEventListener('abort', onAbort, { once: true })
+    signal.addEventListener('abort', () => { fail(signal.reason as Error) })
     req.on('error', fail)
     req.on('response', (res) => {
       response = res
@@ -341,31 +332,27 @@ function requestPinned (target: FetchTarget, addresses: ResolvedAddress[], optio
         }
         chunks.push(chunk)
       })
+      // A connection cut mid-body is an 'error' (aborted) on the response.
       res.on('error', fail)
-      res.on('close', () => {
-        if (!res.complete) fail(new Error('the connection closed before the response was complete'))
-      })
       res.on('end', () => {
-        settle(() => resolve({ status, headers: flattenHeaders(res), body: Buffer.concat(chunks, received) }))
+        resolve({ status, headers: flattenHeaders(res), body: Buffer.concat(chunks, received) })
       })
     })
     req.end()
   })
 }
 
-/** Rejects when the signal aborts, so a step that cannot be cancelled (a DNS lookup) still ends on time. */
+/**
+ * Rejects when the signal aborts, so a step that cannot be cancelled (a DNS lookup) still ends on
+ * time. The signal is fresh (not aborted) when this is called; its reason is an Error.
+ */
 function untilAborted<T> (promise: Promise<T>, signal: AbortSignal): Promise<T> {
   return new Promise((resolve, reject) => {
-    const onAbort = (): void => reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'))
-    if (signal.aborted) {
-      onAbort()
-      return
-    }
-    signal.addEventListener('abort', onAbort, { once: true })
-    promise.then(
-      (value) => { signal.removeEventListener('abort', onAbort); resolve(value) },
-      (err: unknown) => { signal.removeEventListener('abort', onAbort); reject(err) }
-    )
+    signal.addEventListener('abort', () => {
+      const reason: Error = signal.reason
+      reject(reason)
+    })
+    promise.then(resolve, (err: Error) => { reject(err) })
   })
 }
 

@@ -199,6 +199,11 @@ t.test('the explicit allowance reaches a local server over http; nothing else is
 
   const byName = await guardedFetch(`http://localhost:${target.port}/doc`, { ...options, allowPrivateHosts: ['LOCALHOST'] })
   t.equal(byName.status, 200, 'localhost (allowance compared case-insensitively)')
+  // An IPv6 literal may be listed as the URL writes it (bracketed) or bare, in any case.
+  for (const allowance of ['[::FFFF:7F00:1]', '::FFFF:7F00:1']) {
+    const mapped = await guardedFetch(`http://[::ffff:127.0.0.1]:${target.port}/doc`, { ...options, allowPrivateHosts: [allowance] })
+    t.equal(mapped.status, 200, `IPv4-mapped loopback allowed by ${allowance}`)
+  }
 
   const notFound = await guardedFetch(`http://127.0.0.1:${target.port}/not-found`, { ...options, allowPrivateHosts: ['127.0.0.1'] })
   t.equal(notFound.status, 404, 'non-redirect statuses are returned to the caller')
