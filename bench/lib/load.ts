@@ -31,6 +31,8 @@ export interface HttpLoad {
   requests?: RequestSpec[]
   /** The processes answering: their CPU time per request is reported (robust to a busy machine). */
   servers?: Array<{ cpuMs: () => number }>
+  /** What counts as a successful reply (default: a successful tool result in the era). */
+  verify?: (body: string) => boolean
   /** Fixed number of requests instead of a duration (soak). */
   amount?: number
   onTick?: (completed: number) => void
@@ -55,7 +57,7 @@ export async function runHttpLoad (load: HttpLoad, seconds: number): Promise<Rou
     headers: load.headers,
     ...(load.body !== undefined ? { body: load.body } : {}),
     ...(load.requests !== undefined ? { requests: load.requests } : {}),
-    verifyBody: (body: string) => isSuccessfulToolReply(body, load.era)
+    verifyBody: load.verify ?? ((body: string) => isSuccessfulToolReply(body, load.era))
   })
   instance.on('response', (_client: unknown, _status: number, _bytes: number, responseTime: number) => {
     latencies.push(responseTime)

@@ -79,6 +79,7 @@ export function renderChecks (outcomes: Outcome[], keys: string[]): string {
   if (first === undefined) return ''
   const heading = (check: Check): string => {
     if (check.kind === 'p99') return `p99 (target <= ${check.maxMs} ms)`
+    if (check.kind === 'rate') return `req/s (target >= ${check.min})`
     const ref = byKey.get(check.of)?.target
     return `x ${ref?.short ?? check.of} (target >= ${check.min})`
   }
@@ -89,6 +90,7 @@ export function renderChecks (outcomes: Outcome[], keys: string[]): string {
       const s = o.summary
       if (s === undefined || !clean(o)) return s === undefined ? 'not measured: **missed**' : `${s.errors} errors, ${s.non2xx} non-2xx: **missed**`
       if (check.kind === 'p99') return `${fmt(s.p99, 1)} ms **${s.p99 <= check.maxMs ? 'met' : 'missed'}**`
+      if (check.kind === 'rate') return `${Math.round(s.rate)} **${s.rate >= check.min ? 'met' : 'missed'}**`
       const ref = byKey.get(check.of)
       const note = check.note === undefined ? '' : ` (${check.note})`
       if (ref?.summary === undefined || ref.summary.rate === 0) return `${check.of} not measured: **missed**`

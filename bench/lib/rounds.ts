@@ -93,6 +93,10 @@ function applyCheck (check: Check, summary: Summary, summaries: Map<string, Summ
     const ok = summary.p99 <= check.maxMs
     return { ok, text: `p99 ${summary.p99.toFixed(1)} ms ${ok ? '<=' : '>'} ${check.maxMs} ms` }
   }
+  if (check.kind === 'rate') {
+    const ok = summary.rate >= check.min
+    return { ok, text: `${Math.round(summary.rate)} req/s ${ok ? '>=' : '<'} ${check.min}` }
+  }
   const of = check.note === undefined ? check.of : `${check.of} (${check.note})`
   const other = summaries.get(check.of)
   if (other === undefined || other.rate === 0) return { ok: false, text: `${of} not measured` }

@@ -129,6 +129,13 @@ export class Bus {
     const waitSeconds = checkNumber(input.waitSeconds ?? 0, 'wait_seconds', 0, MAX_WAIT_SECONDS)
     if (input.after !== undefined) checkInteger(input.after, 'after', 0, Number.MAX_SAFE_INTEGER)
     const started = Date.now()
+    if (waitSeconds === 0) {
+      // The common read: stream, cursor and messages in one statement (one round trip).
+      const name = input.channel === undefined ? undefined : checkChannelName(input.channel)
+      const snapshot = await this.snapshot(caller, name, input.after, limit)
+      if (snapshot === undefined) throw missingChannel(name as string)
+      return { ...snapshot, waited_ms: Date.now() - started }
+    }
     const deadline = started + waitSeconds * 1000
     const stream = waitSeconds > 0 && input.channel !== undefined
       ? await this.awaitChannel(checkChannelName(input.channel), deadline, signal)
@@ -267,13 +274,50 @@ export class Bus {
     }))
   }
 
+  /**
+   * A read that does not wait, in one statement: the channel (undefined when it does not exist),
+   * the caller's cursor, and the oldest `limit` messages after `after` (default: the cursor).
+   */
+  private async snapshot (caller: Caller, channel: string | undefined, after: number | undefined, limit: number): Promise<{ stream: string, messages: BusMessage[], next_after: number, cursor: number } | undefined> {
+    const key = channel ?? INBOX_STREAM
+    const cursor = sql`coalesce((select position from cursors where principal_id = ${caller.principalId} and stream = ${key}), 0)`
+    const from = after === undefined ? cursor : sql`${after}::bigint`
+    const stream = channel === undefined
+      ? sql`select null::bigint as id`
+      : sql`select id from channels where name = ${channel}`
+    const matches = channel === undefined ? sql`m.recipient_id = ${caller.principalId}` : sql`m.channel_id = st.id`
+    const rows = rowsOf<{ found: boolean, cursor: string | number, messages: string | MessageRow[] }>(await this.database.db.execute(sql`
+      with st as (${stream})
+      select exists (select 1 from st) as found, ${cursor} as cursor,
+        coalesce((
+          select json_agg(page order by page.id) from (
+            select m.id, s.name as "from", m.body, m.metadata, m.created_at
+            from st, messages m join principals s on s.id = m.sender_id
+            where ${matches} and m.id > ${from}
+            order by m.id limit ${limit}
+          ) page
+        ), '[]') as messages`))
+    const row = firstRow(rows)
+    if (!row.found) return undefined
+    const position = Number(row.cursor)
+    const pageRows = typeof row.messages === 'string' ? JSON.parse(row.messages) as MessageRow[] : row.messages
+    const messages = pageRows.map((r) => ({
+      id: Number(r.id),
+      channel: channel ?? null,
+      from: r.from,
+      to: channel === undefined ? caller.principalName : null,
+      body: r.body,
+      metadata: r.metadata,
+      created_at: toIso(r.created_at)
+    }))
+    return { stream: key, messages, next_after: messages.at(-1)?.id ?? after ?? position, cursor: position }
+  }
+
   private async resolveStream (channel: string | undefined): Promise<Stream> {
     if (channel === undefined) return { kind: 'inbox', key: INBOX_STREAM }
     const name = checkChannelName(channel)
     const stream = await this.findChannel(name)
-    if (stream === undefined) {
-      throw new BusInputError(`channel "${name}" does not exist; channels are created by the first bus_send to them (bus_channels lists the existing ones)`)
-    }
+    if (stream === undefined) throw missingChannel(name)
     return stream
   }
 
@@ -323,6 +367,13 @@ export class Bus {
 
 function waiterKey (caller: Caller, stream: Stream): string {
   return stream.kind === 'inbox' ? inboxTopic(caller.principalId) : channelTopic(stream.name)
+}
+
+/** A page row as json_agg gives it: numbers and strings (created_at as text). */
+interface MessageRow { id: number, from: string, body: string, metadata: Record<string, unknown> | null, created_at: string }
+
+function missingChannel (name: string): BusInputError {
+  return new BusInputError(`channel "${name}" does not exist; channels are created by the first bus_send to them (bus_channels lists the existing ones)`)
 }
 
 function describe (stream: Stream): string {
