@@ -21,8 +21,8 @@ type ClaimsProvider = Pick<IdpProvider, 'id' | 'subjectClaim' | 'tokenHeader' | 
 
 /** C0, DEL, C1 and the Unicode line and paragraph separators. */
 function hasControlCharacter (value: string): boolean {
-  for (let i = 0; i < value.length; i++) {
-    const c = value.charCodeAt(i)
+  for (const character of value) {
+    const c = character.charCodeAt(0)
     if (c < 0x20 || (c >= 0x7f && c <= 0x9f) || c === 0x2028 || c === 0x2029) return true
   }
   return false
@@ -100,6 +100,6 @@ export function identityFromClaims (claims: Record<string, unknown>, provider: C
     clientId,
     scopes: scopesFromClaims(claims, provider),
     name: typeof name === 'string' ? name : null,
-    expiresAt: typeof exp === 'number' && Number.isFinite(exp) ? new Date(exp * 1000) : null
+    expiresAt: Number.isFinite(exp) ? new Date((exp as number) * 1000) : null
   }
 }

@@ -16,8 +16,9 @@ export const MAX_TOKEN_BYTES = 16 * 1024
 
 const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/
 
+/** In UTF-8 bytes (never fewer than the string's UTF-16 length). */
 function tooLarge (token: string): boolean {
-  return token.length > MAX_TOKEN_BYTES || Buffer.byteLength(token, 'utf8') > MAX_TOKEN_BYTES
+  return Buffer.byteLength(token) > MAX_TOKEN_BYTES
 }
 
 /** Three base64url segments (the signature may be empty, so `alg: none` is still seen as a JWT). */
@@ -33,16 +34,15 @@ export function peekIssuer (token: string): string | undefined {
   if (!looksLikeJwt(token)) return undefined
   const payload = token.split('.')[1] as string
   try {
-    const claims: unknown = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8'))
-    if (claims === null || typeof claims !== 'object' || Array.isArray(claims)) return undefined
-    const iss = (claims as Record<string, unknown>).iss
+    // A payload of null throws here; arrays, strings and numbers have no own `iss`.
+    const { iss } = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as { iss?: unknown }
     return typeof iss === 'string' ? iss : undefined
   } catch {
     return undefined
   }
 }
 
-const ACCESS_TOKEN_TYPES: ReadonlySet<string> = new Set(['at+jwt', 'application/at+jwt'])
+const ACCESS_TOKEN_TYPES: ReadonlySet<unknown> = new Set(['at+jwt', 'application/at+jwt'])
 
 /** Verifies a JWT access token of `provider`; returns its claims or throws ExternalTokenError. */
 export async function verifyJwtAccessToken (token: string, provider: IdpProvider, keys: KeyResolver, now?: Date): Promise<JWTPayload> {
@@ -76,12 +76,13 @@ export async function verifyJwtAccessToken (token: string, provider: IdpProvider
     throw mapJoseError(err, id)
   }
 
-  if (typeof payload.iat === 'number' && payload.iat > currentDate.getTime() / 1000 + provider.clockToleranceSeconds) {
+  // jose has refused an `iat` that is present but not a number.
+  if ((payload.iat ?? 0) > currentDate.getTime() / 1000 + provider.clockToleranceSeconds) {
     throw new ExternalTokenError('not_yet_valid', `provider ${id}: the token was issued in the future (iat)`)
   }
 
-  const typ = typeof header.typ === 'string' ? header.typ.toLowerCase() : undefined
-  if (typ === undefined || !ACCESS_TOKEN_TYPES.has(typ)) {
+  const typ = header.typ
+  if (!ACCESS_TOKEN_TYPES.has(typeof typ === 'string' ? typ.toLowerCase() : typ)) {
     for (const claim of ['nonce', 'at_hash', 'c_hash']) {
       if (payload[claim] !== undefined) {
         throw new ExternalTokenError('id_token', `provider ${id}: an ID token (it has "${claim}") is not an access token`)

@@ -169,3 +169,63 @@ t.test('name and expiry', async (t) => {
   t.same(identityFromClaims({ sub: 's', exp: 1.5 }, provider).expiresAt, new Date(1500))
   t.equal(identityFromClaims({ sub: 's', exp: '1900000000' }, provider).expiresAt, null)
 })
+
+function refusalOf (fn: () => unknown): ExternalTokenError {
+  try {
+    fn()
+  } catch (err) {
+    if (err instanceof ExternalTokenError) return err
+    throw err
+  }
+  throw new Error('expected a refusal')
+}
+
+t.test('control characters: C0, DEL to the end of C1, U+2028 and U+2029, and nothing next to them', async (t) => {
+  const provider = makeProvider()
+  for (const c of [0x00, 0x1f, 0x7f, 0x80, 0x9e, 0x9f, 0x2028, 0x2029]) {
+    t.equal(reasonOf(() => identityFromClaims({ sub: `a${String.fromCharCode(c)}b` }, provider)), 'subject', `U+${c.toString(16)}`)
+    t.equal(reasonOf(() => identityFromClaims({ sub: String.fromCharCode(c) }, provider)), 'subject', `U+${c.toString(16)} alone`)
+  }
+  for (const c of [0x20, 0x7e, 0xa0, 0xff, 0x2027, 0x202a, 0xfeff]) {
+    t.equal(identityFromClaims({ sub: `a${String.fromCharCode(c)}b` }, provider).subject, `a${String.fromCharCode(c)}b`, `U+${c.toString(16)} is allowed`)
+  }
+  t.equal(identityFromClaims({ sub: 'emoji 😀' }, provider).subject, 'emoji 😀', 'a surrogate pair')
+})
+
+t.test('subject refusals name the provider, the claim and the problem', async (t) => {
+  const provider = makeProvider({ id: 'corp', subjectClaim: 'oid' })
+  t.equal(refusalOf(() => identityFromClaims({ sub: 's' }, provider)).message, 'provider corp: the token has no "oid" string claim to identify its subject')
+  t.equal(refusalOf(() => identityFromClaims({ oid: 'x'.repeat(256) }, provider)).message, 'provider corp: the token\'s subject is longer than 255 characters')
+  t.equal(refusalOf(() => identityFromClaims({ oid: 'a\nb' }, provider)).message, 'provider corp: the token\'s subject contains control characters')
+})
+
+t.test('client and required-claim refusals name what is wrong', async (t) => {
+  const provider = makeProvider({ id: 'corp', allowedClientIds: ['agent'], requiredClaims: { tid: 't1' } })
+  const none = refusalOf(() => identityFromClaims({ sub: 's', tid: 't1' }, provider))
+  t.equal(none.reason, 'client')
+  t.equal(none.message, 'provider corp: the token\'s client (none) is not one of allowed_client_ids')
+  t.equal(refusalOf(() => identityFromClaims({ sub: 's', tid: 't1', azp: 'other' }, provider)).message, 'provider corp: the token\'s client "other" is not one of allowed_client_ids')
+  t.equal(refusalOf(() => identityFromClaims({ sub: 's', azp: 'agent' }, provider)).message, 'provider corp: the token\'s "tid" claim does not have the required value')
+  // A provider whose list (against config validation) held null still refuses a token without a client.
+  const withNull = makeProvider({ allowedClientIds: [null as unknown as string] })
+  t.equal(reasonOf(() => identityFromClaims({ sub: 's' }, withNull)), 'client')
+})
+
+t.test('scope values: empty pieces, non-strings and unconfigured claims grant nothing', async (t) => {
+  const mapped = makeProvider({ groupsClaim: 'groups', scopeMap: { '': ['bus:write'], 1: ['bus:write'], null: ['bus:write'], reader: ['bus:read'] } })
+  t.same(scopesFromClaims({ scope: ' reader  ' }, mapped), ['bus:read'], 'no empty value from the spaces')
+  t.same(scopesFromClaims({ scope: '' }, mapped), [], 'an empty scope claim')
+  t.same(scopesFromClaims({ scp: [1, null, 'reader'], groups: [1, null] }, mapped), ['bus:read'], 'non-strings in arrays are skipped, not stringified')
+  t.same(scopesFromClaims({ groups: '' }, mapped), ['bus:write'], 'a groups string is taken whole, even empty')
+  const plain = makeProvider()
+  t.same(scopesFromClaims({ scope: 'bus:read', undefined: 'bus:write' }, plain), ['bus:read'], 'no groups claim configured: nothing else is read')
+  t.same(scopesFromClaims({ scp: [['bus:write'], { 0: 'bus:write' }, 'bus:read'] }, plain), ['bus:read'])
+})
+
+t.test('expiresAt: a finite number of seconds, else null', async (t) => {
+  const provider = makeProvider()
+  t.same(identityFromClaims({ sub: 's', exp: EXP }, provider).expiresAt, new Date(EXP * 1000))
+  for (const exp of [undefined, null, '1900000000', [EXP], NaN, Infinity, true]) {
+    t.equal(identityFromClaims({ sub: 's', exp }, provider).expiresAt, null, String(exp))
+  }
+})

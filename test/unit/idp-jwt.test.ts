@@ -1,5 +1,5 @@
 import { createHmac } from 'node:crypto'
-import { exportSPKI, SignJWT, UnsecuredJWT, type JWTPayload } from 'jose'
+import { errors, exportSPKI, SignJWT, UnsecuredJWT, type JWTPayload } from 'jose'
 import t, { type Test } from 'tap'
 import { ExternalTokenError } from '../../src/idp/errors.ts'
 import { looksLikeJwt, MAX_TOKEN_BYTES, peekIssuer, verifyJwtAccessToken } from '../../src/idp/jwt.ts'
@@ -296,4 +296,132 @@ t.test('peekIssuer decodes the payload without verification', async (t) => {
   t.equal(peekIssuer(payload('not json')), undefined)
   t.equal(peekIssuer('opaque-token'), undefined)
   t.equal(peekIssuer(new UnsecuredJWT({ iss: 'x' }).encode()), 'x')
+})
+
+/** The refusal itself: its reason, message and cause are asserted below. */
+async function refusalOf (promise: Promise<unknown>): Promise<ExternalTokenError> {
+  try {
+    await promise
+  } catch (err) {
+    if (err instanceof ExternalTokenError) return err
+    throw err
+  }
+  throw new Error('expected a refusal')
+}
+
+t.test('the size limit is exactly MAX_TOKEN_BYTES, in characters and in UTF-8 bytes', async (t) => {
+  const provider = makeProvider()
+  const keys = { getKey: async () => { throw new Error('no key is asked for') } }
+  const fits = await refusalOf(verifyJwtAccessToken('a'.repeat(MAX_TOKEN_BYTES), provider, keys))
+  t.equal(fits.reason, 'malformed', '16 KiB of ASCII is not too large')
+  t.equal(fits.message, 'provider test: the token is not a JWT')
+  const over = await refusalOf(verifyJwtAccessToken('a'.repeat(MAX_TOKEN_BYTES + 1), provider, keys))
+  t.equal(over.reason, 'too_large')
+  t.equal(over.message, 'provider test: the token is larger than 16384 bytes')
+  t.equal((await refusalOf(verifyJwtAccessToken('é'.repeat(MAX_TOKEN_BYTES / 2), provider, keys))).reason, 'malformed', '16 KiB of UTF-8')
+  t.equal((await refusalOf(verifyJwtAccessToken(`${'é'.repeat(MAX_TOKEN_BYTES / 2)}a`, provider, keys))).reason, 'too_large', 'one byte more')
+  t.equal((await refusalOf(verifyJwtAccessToken('é'.repeat(MAX_TOKEN_BYTES / 2 + 1), provider, keys))).reason, 'too_large', 'fewer characters than the limit, more bytes')
+  const shaped = `a.b.${'c'.repeat(MAX_TOKEN_BYTES - 4)}`
+  t.equal(shaped.length, MAX_TOKEN_BYTES)
+  t.ok(looksLikeJwt(shaped), 'a JWT shape of exactly the limit')
+  t.notOk(looksLikeJwt(`${shaped}c`), 'one character more')
+  t.equal(peekIssuer(`${b64({ alg: 'RS256' })}.${b64({ iss: 'x', pad: 'p'.repeat(MAX_TOKEN_BYTES) })}.sig`), undefined, 'peekIssuer reads no oversized token')
+})
+
+t.test('peekIssuer: payloads that are not objects carry no issuer', async (t) => {
+  const token = (json: string): string => `${b64({ alg: 'RS256' })}.${Buffer.from(json).toString('base64url')}.sig`
+  for (const json of ['null', '7', '"iss"', 'true', '[]', '["iss"]', '[{"iss":"x"}]', '{"iss":null}', '{"iss":["x"]}', '{"iss":', '', 'iss']) {
+    t.equal(peekIssuer(token(json)), undefined, JSON.stringify(json))
+  }
+  t.equal(peekIssuer(token('{"iss":""}')), '', 'an empty string is still the claim (no provider has it)')
+  t.equal(peekIssuer(`${b64({ alg: 'RS256' })}.${Buffer.from([0xff, 0xfe, 0x00]).toString('base64url')}.sig`), undefined, 'bytes that are not UTF-8 JSON')
+  t.equal(peekIssuer('a.b=.c'), undefined, 'not base64url')
+})
+
+t.test('each refusal names its problem and the provider, and keeps what jose threw as the cause', async (t) => {
+  const r = await rig(t)
+  const now = new Date(epoch() * 1000)
+  const cases: Array<[string, () => Promise<string>, string, string, boolean]> = [
+    ['two segments', async () => 'a.b', 'malformed', 'provider test: the token is not a JWT', false],
+    ['a padded segment', async () => 'a.b.c=', 'malformed', 'provider test: the token is not a JWT', false],
+    ['a header that is not JSON', async () => `${Buffer.from('{nope').toString('base64url')}.${b64(r.claims())}.sig`, 'malformed', 'provider test: the token\'s header cannot be decoded', true],
+    ['crit', async () => `${b64({ alg: 'ES256', kid: 'ec-1', crit: ['exp'] })}.${b64(r.claims())}.sig`, 'bad_header', 'provider test: the token\'s header has a "crit" parameter', false],
+    ['expired', async () => await sign(r.claims({ exp: epoch(now) - 120 }), r.ec), 'expired', 'provider test: the token has expired', true],
+    ['no exp', async () => await sign(r.claims({ exp: undefined }), r.ec), 'claims', 'provider test: the token has no "exp" claim', true],
+    ['exp not a number', async () => await sign(r.claims({ exp: 'soon' as unknown as number }), r.ec), 'malformed', 'provider test: the token\'s "exp" claim is not valid', true],
+    ['issuer', async () => await sign(r.claims({ iss: 'https://evil.example.com' }), r.ec), 'issuer', 'provider test: the token\'s issuer is not the configured issuer', true],
+    ['audience', async () => await sign(r.claims({ aud: 'elsewhere' }), r.ec), 'audience', 'provider test: the token is not meant for this server (aud)', true],
+    ['nbf', async () => await sign(r.claims({ nbf: epoch(now) + 120 }), r.ec), 'not_yet_valid', 'provider test: the token is not valid yet (nbf)', true],
+    ['iat', async () => await sign(r.claims({ iat: epoch(now) + 120 }), r.ec), 'not_yet_valid', 'provider test: the token was issued in the future (iat)', false],
+    ['signature', async () => await sign(r.claims(), await makeKey('ES256', 'ec-1')), 'signature', 'provider test: the token\'s signature is not valid', true],
+    ['alg not allowed', async () => new UnsecuredJWT(r.claims()).encode(), 'bad_header', 'provider test: the token\'s algorithm is not accepted', true],
+    ['nonce', async () => await sign(r.claims({ nonce: 'n' }), r.ec), 'id_token', 'provider test: an ID token (it has "nonce") is not an access token', false],
+    ['no grant', async () => await sign(r.claims({ scope: undefined }), r.ec), 'id_token', 'provider test: the token is not typed at+jwt and carries none of scope, scp: taken for an ID token', false]
+  ]
+  for (const [label, make, reason, message, hasCause] of cases) {
+    const err = await refusalOf(verifyJwtAccessToken(await make(), r.provider, r.keys, now))
+    t.equal(err.reason, reason, label)
+    t.equal(err.message, message, label)
+    t.equal(err.cause !== undefined, hasCause, `${label}: cause`)
+  }
+  const dex = { ...r.provider, id: 'dex', groupsClaim: 'groups' }
+  const err = await refusalOf(verifyJwtAccessToken(await sign(r.claims({ scope: undefined }), r.ec), dex, r.keys, now))
+  t.equal(err.message, 'provider dex: the token is not typed at+jwt and carries none of scope, scp, groups: taken for an ID token')
+})
+
+t.test('each jose error maps to its reason and message', async (t) => {
+  const r = await rig(t)
+  const token = await sign(r.claims(), r.ec)
+  const throwing = (error: unknown) => ({ getKey: async () => { throw error } })
+  const claimFailed = (claim: string, reason = 'check_failed') => new errors.JWTClaimValidationFailed('jose says no', {}, claim, reason)
+  const cases: Array<[string, unknown, string, string]> = [
+    ['JWTExpired', new errors.JWTExpired('jose says no', {}), 'expired', 'the token has expired'],
+    ['missing claim', claimFailed('jti', 'missing'), 'claims', 'the token has no "jti" claim'],
+    ['invalid claim', claimFailed('jti', 'invalid'), 'malformed', 'the token\'s "jti" claim is not valid'],
+    ['iss', claimFailed('iss'), 'issuer', 'the token\'s issuer is not the configured issuer'],
+    ['aud', claimFailed('aud'), 'audience', 'the token is not meant for this server (aud)'],
+    ['nbf', claimFailed('nbf'), 'not_yet_valid', 'the token is not valid yet (nbf)'],
+    ['iat', claimFailed('iat'), 'not_yet_valid', 'the token was issued in the future (iat)'],
+    ['typ', claimFailed('typ'), 'bad_header', 'the token\'s typ is not accepted'],
+    ['another claim', claimFailed('jti'), 'claims', 'the token\'s "jti" claim is not accepted'],
+    ['JWSSignatureVerificationFailed', new errors.JWSSignatureVerificationFailed(), 'signature', 'the token\'s signature is not valid'],
+    ['JOSEAlgNotAllowed', new errors.JOSEAlgNotAllowed('jose says no'), 'bad_header', 'the token\'s algorithm is not accepted'],
+    ['JOSENotSupported', new errors.JOSENotSupported('jose says no'), 'bad_header', 'the token\'s header is not supported'],
+    ['JWKSNoMatchingKey', new errors.JWKSNoMatchingKey(), 'unknown_key', 'no key matches the token'],
+    ['JWSInvalid', new errors.JWSInvalid('jose says no'), 'malformed', 'the token is not a valid JWT'],
+    ['JWTInvalid', new errors.JWTInvalid('jose says no'), 'malformed', 'the token is not a valid JWT'],
+    ['TypeError', new TypeError('wrong key type'), 'bad_header', 'the token\'s algorithm does not match its key'],
+    ['anything else', new Error('boom'), 'malformed', 'the token cannot be verified']
+  ]
+  for (const [label, error, reason, message] of cases) {
+    const err = await refusalOf(verifyJwtAccessToken(token, r.provider, throwing(error)))
+    t.equal(err.reason, reason, label)
+    t.equal(err.message, `provider test: ${message}`, label)
+    t.equal(err.cause, error, `${label}: the cause`)
+  }
+  const passed = new ExternalTokenError('keys_unavailable', 'provider test: no keys')
+  t.equal(await refusalOf(verifyJwtAccessToken(token, r.provider, throwing(passed))), passed, 'an ExternalTokenError passes through as is')
+  // The real TypeError: an EC key offered for an RS256 signature.
+  const mismatched = await refusalOf(verifyJwtAccessToken(await sign(r.claims(), r.rsa), r.provider, { getKey: async () => r.ec.publicKey }))
+  t.equal(mismatched.reason, 'bad_header')
+  t.equal(mismatched.message, 'provider test: the token\'s algorithm does not match its key')
+  t.ok(mismatched.cause instanceof TypeError)
+})
+
+t.test('iat exactly at the tolerance is accepted, one second later refused; iat is optional', async (t) => {
+  const r = await rig(t)
+  const now = new Date(epoch() * 1000)
+  t.ok(await verifyJwtAccessToken(await sign(r.claims({ iat: epoch(now) + 60 }), r.ec), r.provider, r.keys, now))
+  t.equal((await refusalOf(verifyJwtAccessToken(await sign(r.claims({ iat: epoch(now) + 61 }), r.ec), r.provider, r.keys, now))).reason, 'not_yet_valid')
+  t.ok(await verifyJwtAccessToken(await sign(r.claims({ iat: undefined }), r.ec), r.provider, r.keys, now), 'no iat')
+  t.equal((await refusalOf(verifyJwtAccessToken(await sign(r.claims({ iat: 'now' as unknown as number }), r.ec), r.provider, r.keys, now))).reason, 'malformed', 'iat not a number')
+})
+
+t.test('the grant test reads only the configured claims', async (t) => {
+  const r = await rig(t)
+  // A claim literally named "undefined" is not a groups claim when none is configured.
+  const token = await sign(r.claims({ scope: undefined, undefined: ['bus-writers'] }), r.ec)
+  t.equal((await refusalOf(verifyJwtAccessToken(token, r.provider, r.keys))).reason, 'id_token')
+  t.equal((await refusalOf(verifyJwtAccessToken(await sign(r.claims({ scope: undefined }), r.ec, { typ: 7 as unknown as string }), r.provider, r.keys))).reason, 'id_token', 'a typ that is not a string')
+  t.equal((await refusalOf(verifyJwtAccessToken(await sign(r.claims({ scope: undefined }), r.ec, { typ: 'jwt' }), r.provider, r.keys))).reason, 'id_token', 'typ jwt')
 })
