@@ -9,6 +9,7 @@
  *   npm run bench -- --soak [--requests N] RSS of our server before/after N requests (1,000,000)
  *   npm run bench -- --large [--rows N]    whoami and bus_read with 1M rows in api_tokens and messages
  *   npm run bench -- --profile [--only k]  CPU profile of every server while target k runs (whoami-api)
+ *   npm run bench -- --send-designs     message numbering: one counter row vs per-stream order, hot channel and 100 channels, readers checking no id is skipped
  *   npm run bench -- --flood [--tokens N]  a valid client's p99 alone and while its address floods /mcp with N bad tokens (10,000)
  *   npm run bench -- --listen [--streams N] [--messages M]  notification latency with N listen streams on one replica (1,000),
  *                                          M sends through another (200), beside the long-poll's wake-up; memory per stream
@@ -24,6 +25,7 @@ import { runRounds, type Outcome } from './lib/rounds.ts'
 import { ERA_LABEL, ERAS, type Era } from './lib/rpc.ts'
 import { runFlood } from './flood.ts'
 import { runListen } from './listen.ts'
+import { runSendDesigns } from './send-designs.ts'
 import { runLarge } from './large.ts'
 import { runProfile } from './profile.ts'
 import { startRig } from './rig.ts'
@@ -37,6 +39,7 @@ const { values } = parseArgs({
     profile: { type: 'boolean', default: false },
     flood: { type: 'boolean', default: false },
     listen: { type: 'boolean', default: false },
+    'send-designs': { type: 'boolean', default: false },
     streams: { type: 'string', default: '1000' },
     messages: { type: 'string', default: '200' },
     tokens: { type: 'string', default: '10000' },
@@ -128,6 +131,8 @@ try {
     failed = !(await runLarge({ ...options, rows: number('rows'), log }))
   } else if (values.listen) {
     failed = !(await runListen({ streams: number('streams'), messages: number('messages'), log }))
+  } else if (values['send-designs']) {
+    failed = !(await runSendDesigns({ connections: options.connections, rounds: options.rounds, seconds: options.seconds, log }))
   } else if (values.flood) {
     failed = !(await runFlood({ ...options, tokens: number('tokens'), log }))
   } else if (values.profile) {

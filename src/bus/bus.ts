@@ -5,7 +5,8 @@ import {
   assertStorableJson, assertStorableText, BusInputError, CHANNEL_NAME_PATTERN, DEFAULT_READ_LIMIT,
   MAX_BODY_BYTES, MAX_METADATA_BYTES, MAX_READ_LIMIT, MAX_WAIT_SECONDS
 } from './limits.ts'
-import { BUS_EVENTS_CHANNEL, channelTopic, inboxTopic, messagePayloadPrefix, type BusEvents } from './events.ts'
+import { channelTopic, inboxTopic, messagePayloadPrefix, type BusEvents } from './events.ts'
+import { SendBatcher } from './send-batcher.ts'
 import { Waiters } from './waiters.ts'
 
 export interface Caller { principalId: number, principalName: string }
@@ -37,10 +38,12 @@ export class Bus {
 
   private readonly database: Database
   private readonly events: BusEvents
+  private readonly batcher: SendBatcher
 
   constructor (database: Database, events: BusEvents) {
     this.database = database
     this.events = events
+    this.batcher = new SendBatcher(database)
   }
 
   /** Wakes long-polls on sends from every process sharing the database (src/bus/events.ts). */
@@ -79,44 +82,23 @@ export class Bus {
       }
     }
 
+    // One statement per batch of concurrent sends (send-batcher.ts): ids from the counter row
+    // commit in order (decision 0003), the channel is created on first post, the send NOTIFYs.
     if (input.channel !== undefined) {
       const channel = checkChannelName(input.channel)
-      // One statement, so one round trip and atomic. Taking the bus_state row first serialises
-      // id assignment with commit order (see schema.ts); the channel is created on first post.
-      const rows = rowsOf<{ id: string | number, created_at: Date | string, created: boolean }>(await this.database.db.execute(sql`
-        with seq as (
-          update bus_state set last_message_id = last_message_id + 1 where id = 1 returning last_message_id
-        ), ch as (
-          insert into channels (name, created_by, message_count, last_message_id)
-          values (${channel}, ${caller.principalId}, 1, (select last_message_id from seq))
-          on conflict (name) do update
-            set message_count = channels.message_count + 1, last_message_id = excluded.last_message_id
-          returning id, (xmax = 0) as created
-        ), msg as (
-          insert into messages (id, channel_id, sender_id, body, metadata)
-          select seq.last_message_id, ch.id, ${caller.principalId}, ${body}, ${metadataJson}::jsonb from seq, ch
-          returning id, created_at
-        )
-        select msg.id, msg.created_at, ch.created, pg_notify(${BUS_EVENTS_CHANNEL}, ${messagePayloadPrefix(channelTopic(channel))} || msg.id)
-        from msg, ch`))
-      const row = firstRow(rows)
+      const stored = await this.batcher.send({
+        channel, recipientId: null, senderId: caller.principalId, body, metadata: metadataJson, notifyPrefix: messagePayloadPrefix(channelTopic(channel))
+      })
       // A new channel is a new resource: tell listeners that asked for list changes.
-      if (row.created) this.events.publish({ kind: 'resources_list_changed' })
-      return { id: Number(row.id), channel, to: null, created_at: toIso(row.created_at) }
+      if (stored.channelCreated) this.events.publish({ kind: 'resources_list_changed' })
+      return { id: stored.id, channel, to: null, created_at: toIso(stored.createdAt) }
     }
 
     const recipient = await this.findPrincipal(checkPrincipalName(input.to ?? ''))
-    const rows = rowsOf<{ id: string | number, created_at: Date | string }>(await this.database.db.execute(sql`
-      with seq as (
-        update bus_state set last_message_id = last_message_id + 1 where id = 1 returning last_message_id
-      ), msg as (
-        insert into messages (id, recipient_id, sender_id, body, metadata)
-        select last_message_id, ${recipient.id}, ${caller.principalId}, ${body}, ${metadataJson}::jsonb from seq
-        returning id, created_at
-      )
-      select msg.id, msg.created_at, pg_notify(${BUS_EVENTS_CHANNEL}, ${messagePayloadPrefix(inboxTopic(recipient.id))} || msg.id) from msg`))
-    const row = firstRow(rows)
-    return { id: Number(row.id), channel: null, to: recipient.name, created_at: toIso(row.created_at) }
+    const stored = await this.batcher.send({
+      channel: null, recipientId: recipient.id, senderId: caller.principalId, body, metadata: metadataJson, notifyPrefix: messagePayloadPrefix(inboxTopic(recipient.id))
+    })
+    return { id: stored.id, channel: null, to: recipient.name, created_at: toIso(stored.createdAt) }
   }
 
   /**
