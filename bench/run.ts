@@ -101,6 +101,17 @@ function printResults (outcomes: Outcome[]): void {
     console.log('')
     console.log(renderChecks(outcomes, ours))
   }
+  const bus = ['send-hot', 'send-spread', 'read'].filter((k) => rates.has(k))
+  if (bus.length > 0) {
+    console.log('')
+    console.log('bus targets (bench/targets.ts BUS_TARGETS, issue 15), ours on PostgreSQL:')
+    console.log('')
+    console.log(renderChecks(outcomes, bus))
+  }
+  if (rates.has('refresh')) {
+    console.log('')
+    console.log(renderChecks(outcomes, ['refresh']))
+  }
   console.log('')
 }
 

@@ -1,5 +1,5 @@
 import { httpMeasure, type Measure } from './lib/load.ts'
-import { seedChannel, type OurServer } from './lib/ours.ts'
+import { apiTokenFor, seedChannel, type OurServer } from './lib/ours.ts'
 import type { ServerProcess } from './lib/processes.ts'
 import { callTool, rpcHeaders, toolCallBody, type Era } from './lib/rpc.ts'
 import { refreshMeasure } from './refresh.ts'
@@ -17,6 +17,8 @@ export type Check =
   | { kind: 'p99', maxMs: number }
   /** At least `min` completed requests per second (an absolute target, not a ratio). */
   | { kind: 'rate', min: number }
+  /** p99 at most `max` times the p99 of target `of`, in the same run. */
+  | { kind: 'p99-ratio', of: string, max: number }
 
 /**
  * One row of the benchmark table. Every target must also finish without errors or non-2xx
@@ -121,14 +123,51 @@ async function mixMeasure (rig: Rig, server: OurServer, token: string): Promise<
   })
 }
 
-/** bus_read of the newest ten messages of a channel: the read half of the mix on its own. */
+/** bus_read of 20 messages after id 0 of a channel (issue 15's read). */
 async function readMeasure (rig: Rig, server: OurServer, token: string): Promise<Measure> {
   const channel = 'bench-read'
-  const last = await seedChannel(server, token, channel, 20)
-  const args = { channel, after: last - 10, limit: 10 }
+  await seedChannel(server, token, channel, 25)
+  const args = { channel, after: 0, limit: 20 }
   const check = await callTool(server.mcpUrl, token, 'bus_read', args)
-  if (check.isError || check.data.messages.length !== 10) throw new Error(`bus_read did not answer as expected: ${JSON.stringify(check)}`)
+  if (check.isError || check.data.messages.length !== 20) throw new Error(`bus_read did not answer as expected: ${JSON.stringify(check)}`)
   return httpMeasure({ url: server.mcpUrl, servers: [server], connections: rig.connections, headers: rpcHeaders(token), body: toolCallBody('bus_read', args) })
+}
+
+const SPREAD_CHANNELS = 90
+const SPREAD_INBOXES = 10
+
+/**
+ * bus_send: every connection to one hot channel, or each send to one of 100 streams (90 channels
+ * and the inboxes of 10 principals).
+ */
+async function sendMeasure (rig: Rig, server: OurServer, token: string, spread: boolean): Promise<Measure> {
+  const streams: Array<Record<string, string>> = spread
+    ? [
+        ...Array.from({ length: SPREAD_CHANNELS }, (_, i) => ({ channel: `bench-spread-${i}` })),
+        ...await Promise.all(Array.from({ length: SPREAD_INBOXES }, async (_, i) => {
+          await apiTokenFor(server, `bench-peer-${i}`, 'bus:read')
+          return { to: `bench-peer-${i}` }
+        }))
+      ]
+    : [{ channel: 'bench-hot' }]
+  const check = await callTool(server.mcpUrl, token, 'bus_send', { ...streams[0], body: MIX_BODY })
+  if (check.isError || typeof check.data.id !== 'number') throw new Error(`bus_send did not answer as expected: ${JSON.stringify(check)}`)
+  return httpMeasure({
+    url: server.mcpUrl,
+    servers: [server],
+    connections: rig.connections,
+    headers: rpcHeaders(token),
+    requests: [{
+      setupRequest: (request) => ({ ...request, body: toolCallBody('bus_send', { ...streams[Math.floor(Math.random() * streams.length)], body: MIX_BODY }) })
+    }]
+  })
+}
+
+/** Issue 15's targets for the bus rows: throughput against the ceiling, p99 against its p99. */
+export const BUS_TARGETS = { send: 0.25, read: 0.35, p99OfCeiling: 4 }
+
+function busChecks (min: number): Check[] {
+  return [{ kind: 'ratio', of: 'ceiling', min }, { kind: 'p99-ratio', of: 'ceiling', max: BUS_TARGETS.p99OfCeiling }]
 }
 
 /**
@@ -234,16 +273,28 @@ export const TARGETS: Array<Target<Rig>> = [
   ...whoamiTargets('legacy'),
   ...whoamiTargets('modern'),
   {
-    key: 'mix',
-    label: 'ours: bus_send + bus_read, 8 channels',
-    checks: [{ kind: 'p99', maxMs: 25 }],
-    setup: async (rig) => await mixMeasure(rig, rig.replicaA, rig.apiToken)
+    key: 'send-hot',
+    label: 'ours: bus_send, one hot channel',
+    checks: busChecks(BUS_TARGETS.send),
+    setup: async (rig) => await sendMeasure(rig, rig.replicaA, rig.apiToken, false)
+  },
+  {
+    key: 'send-spread',
+    label: 'ours: bus_send, 90 channels and 10 inboxes',
+    checks: busChecks(BUS_TARGETS.send),
+    setup: async (rig) => await sendMeasure(rig, rig.replicaA, rig.apiToken, true)
   },
   {
     key: 'read',
-    label: 'ours: bus_read newest 10',
-    checks: [{ kind: 'p99', maxMs: 25 }],
+    label: 'ours: bus_read 20 after id 0',
+    checks: busChecks(BUS_TARGETS.read),
     setup: async (rig) => await readMeasure(rig, rig.replicaA, rig.apiToken)
+  },
+  {
+    key: 'mix',
+    label: 'ours: bus_send then bus_read, 8 channels',
+    checks: [{ kind: 'p99', maxMs: 25 }],
+    setup: async (rig) => await mixMeasure(rig, rig.replicaA, rig.apiToken)
   },
   {
     key: 'refresh',

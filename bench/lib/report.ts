@@ -80,6 +80,7 @@ export function renderChecks (outcomes: Outcome[], keys: string[]): string {
   const heading = (check: Check): string => {
     if (check.kind === 'p99') return `p99 (target <= ${check.maxMs} ms)`
     if (check.kind === 'rate') return `req/s (target >= ${check.min})`
+    if (check.kind === 'p99-ratio') return `p99 x ${check.of} (target <= ${check.max})`
     const ref = byKey.get(check.of)?.target
     return `x ${ref?.short ?? check.of} (target >= ${check.min})`
   }
@@ -91,6 +92,10 @@ export function renderChecks (outcomes: Outcome[], keys: string[]): string {
       if (s === undefined || !clean(o)) return s === undefined ? 'not measured: **missed**' : `${s.errors} errors, ${s.non2xx} non-2xx: **missed**`
       if (check.kind === 'p99') return `${fmt(s.p99, 1)} ms **${s.p99 <= check.maxMs ? 'met' : 'missed'}**`
       if (check.kind === 'rate') return `${Math.round(s.rate)} **${s.rate >= check.min ? 'met' : 'missed'}**`
+      if (check.kind === 'p99-ratio') {
+        const p99 = byKey.get(check.of)?.summary?.p99 ?? 0
+        return p99 === 0 ? `${check.of} not measured: **missed**` : `${fmt(s.p99 / p99, 1)} **${s.p99 / p99 <= check.max ? 'met' : 'missed'}**`
+      }
       const ref = byKey.get(check.of)
       const note = check.note === undefined ? '' : ` (${check.note})`
       if (ref?.summary === undefined || ref.summary.rate === 0) return `${check.of} not measured: **missed**`

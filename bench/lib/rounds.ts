@@ -93,6 +93,13 @@ function applyCheck (check: Check, summary: Summary, summaries: Map<string, Summ
     const ok = summary.p99 <= check.maxMs
     return { ok, text: `p99 ${summary.p99.toFixed(1)} ms ${ok ? '<=' : '>'} ${check.maxMs} ms` }
   }
+  if (check.kind === 'p99-ratio') {
+    const other = summaries.get(check.of)
+    if (other === undefined || other.p99 === 0) return { ok: false, text: `${check.of} not measured` }
+    const ratio = summary.p99 / other.p99
+    const ok = ratio <= check.max
+    return { ok, text: `p99 ${ratio.toFixed(1)}x ${check.of}'s ${ok ? '<=' : '>'} ${check.max}x` }
+  }
   if (check.kind === 'rate') {
     const ok = summary.rate >= check.min
     return { ok, text: `${Math.round(summary.rate)} req/s ${ok ? '>=' : '<'} ${check.min}` }
