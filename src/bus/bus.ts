@@ -273,7 +273,9 @@ export class Bus {
       select exists (select 1 from st) as found, ${cursor} as cursor,
         coalesce((
           select json_agg(page order by page.id) from (
-            select m.id, s.name as "from", m.body, m.metadata, m.created_at
+            select m.id, s.name as "from", m.body, m.metadata,
+              -- ISO 8601 as toISOString() writes it, so no date is parsed per message here.
+              to_char(m.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as created_at
             from st, messages m join principals s on s.id = m.sender_id
             where ${matches} and m.id > ${from}
             order by m.id limit ${limit}
@@ -290,7 +292,7 @@ export class Bus {
       to: channel === undefined ? caller.principalName : null,
       body: r.body,
       metadata: r.metadata,
-      created_at: toIso(r.created_at)
+      created_at: r.created_at
     }))
     return { stream: key, messages, next_after: messages.at(-1)?.id ?? after ?? position, cursor: position }
   }
@@ -351,7 +353,7 @@ function waiterKey (caller: Caller, stream: Stream): string {
   return stream.kind === 'inbox' ? inboxTopic(caller.principalId) : channelTopic(stream.name)
 }
 
-/** A page row as json_agg gives it: numbers and strings (created_at as text). */
+/** A page row as json_agg gives it: numbers and strings (created_at already in ISO 8601, UTC, milliseconds). */
 interface MessageRow { id: number, from: string, body: string, metadata: Record<string, unknown> | null, created_at: string }
 
 function missingChannel (name: string): BusInputError {
