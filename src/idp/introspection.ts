@@ -35,7 +35,7 @@ function formEncode (value: string): string {
 }
 
 export function basicAuthorization (clientId: string, clientSecret: string): string {
-  return 'Basic ' + Buffer.from(`${formEncode(clientId)}:${formEncode(clientSecret)}`, 'utf8').toString('base64')
+  return 'Basic ' + Buffer.from(`${formEncode(clientId)}:${formEncode(clientSecret)}`).toString('base64')
 }
 
 export class Introspector {
@@ -55,7 +55,8 @@ export class Introspector {
   /** The introspection answer (the token's claims) of an active token, or ExternalTokenError. */
   async introspect (token: string): Promise<Record<string, unknown>> {
     const id = this.#provider.id
-    if (token.length > MAX_TOKEN_BYTES || Buffer.byteLength(token, 'utf8') > MAX_TOKEN_BYTES) {
+    // In UTF-8 bytes, never fewer than the string's UTF-16 length.
+    if (Buffer.byteLength(token) > MAX_TOKEN_BYTES) {
       throw new ExternalTokenError('too_large', `provider ${id}: the token is larger than ${MAX_TOKEN_BYTES} bytes`)
     }
     const key = createHash('sha256').update(token).digest('base64url')
@@ -124,9 +125,9 @@ export class Introspector {
     if (answer.iss !== undefined && answer.iss !== provider.issuer) {
       throw new ExternalTokenError('issuer', `provider ${id}: the introspected issuer is not the configured issuer`)
     }
-    const aud = answer.aud
-    const audiences = typeof aud === 'string' ? [aud] : Array.isArray(aud) ? aud : []
-    if (!audiences.some((a) => typeof a === 'string' && provider.audiences.includes(a))) {
+    // aud is a string or an array; anything else (or a non-string in the array) matches no audience.
+    const audiences: readonly unknown[] = provider.audiences
+    if (![answer.aud].flat().some((a: unknown) => audiences.includes(a))) {
       throw new ExternalTokenError('audience', `provider ${id}: the token is not meant for this server (aud)`)
     }
     if (answer.exp !== undefined) {
@@ -137,7 +138,7 @@ export class Introspector {
 
   #store (key: string, entry: CacheEntry): void {
     if (entry.until <= this.#now()) return
-    this.#cache.delete(key)
+    // The key is not in the cache: introspect() has dropped its expired entry before asking.
     const max = this.#options.maxCacheEntries ?? DEFAULT_INTROSPECTION_CACHE_ENTRIES
     while (this.#cache.size >= max) {
       const oldest = this.#cache.keys().next()

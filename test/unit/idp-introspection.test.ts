@@ -228,3 +228,115 @@ t.test('an oversized token is refused without a request; no introspection settin
   t.equal(r.asked(), 0)
   t.throws(() => new Introspector(makeProvider()), /no introspection settings/)
 })
+
+async function refusalOf (promise: Promise<unknown>): Promise<ExternalTokenError> {
+  try {
+    await promise
+  } catch (err) {
+    if (err instanceof ExternalTokenError) return err
+    throw err
+  }
+  throw new Error('expected a refusal')
+}
+
+t.test('each refusal names the provider and the problem', async (t) => {
+  const r = await rig(t)
+  r.clock.now = Math.floor(r.clock.now / 1000) * 1000
+  const nowSeconds = r.clock.now / 1000
+  const cases: Array<[Record<string, unknown>, string, string]> = [
+    [{ active: false }, 'inactive', 'the token is not active'],
+    [active(r, { token_use: 'refresh_token' }), 'inactive', 'the token is not an access token'],
+    [active(r, { iss: 'https://other.example.com' }), 'issuer', 'the introspected issuer is not the configured issuer'],
+    [active(r, { aud: 'elsewhere' }), 'audience', 'the token is not meant for this server (aud)'],
+    [active(r, { exp: 'tomorrow' }), 'malformed', 'the introspected exp is not a number'],
+    [active(r, { exp: nowSeconds }), 'expired', 'the token has expired']
+  ]
+  let n = 0
+  for (const [answer, reason, message] of cases) {
+    r.answers.set(`tok-${++n}`, answer)
+    const err = await refusalOf(r.introspector().introspect(`tok-${n}`))
+    t.equal(err.reason, reason, message)
+    t.equal(err.message, `provider test: ${message}`)
+  }
+  r.answers.set('edge', active(r, { exp: nowSeconds + 1 }))
+  t.ok(await r.introspector().introspect('edge'), 'one second before exp is still valid')
+  r.answers.set('typed', active(r, { token_use: 'access_token' }))
+  t.ok(await r.introspector().introspect('typed'), 'token_use access_token is an access token')
+})
+
+t.test('aud: strings only, in a string or an array', async (t) => {
+  const r = await rig(t)
+  const answers: Array<[unknown, boolean]> = [
+    [RESOURCE, true], [[RESOURCE], true], [['x', RESOURCE], true], [[[RESOURCE]], false], [{ 0: RESOURCE }, false], [null, false], [[], false], [7, false], ['', false]
+  ]
+  let n = 0
+  for (const [aud, ok] of answers) {
+    r.answers.set(`aud-${++n}`, active(r, { aud }))
+    if (ok) t.ok(await r.introspector().introspect(`aud-${n}`), JSON.stringify(aud))
+    else t.equal(await reasonOf(r.introspector().introspect(`aud-${n}`)), 'audience', JSON.stringify(aud))
+  }
+})
+
+t.test('the size limit is exactly 16 KiB of UTF-8; the failure keeps its cause', async (t) => {
+  const r = await rig(t)
+  const limit = 16 * 1024
+  await reasonOf(r.introspector().introspect('x'.repeat(limit)))
+  await reasonOf(r.introspector().introspect('é'.repeat(limit / 2)))
+  t.equal(r.asked(), 2, 'tokens of exactly 16 KiB are asked about')
+  const over = await refusalOf(r.introspector().introspect('é'.repeat(limit / 2 - 1) + 'xxx'))
+  t.equal(over.reason, 'too_large')
+  t.equal(over.message, 'provider test: the token is larger than 16384 bytes')
+  t.equal(r.asked(), 2)
+  r.fake.route('/introspect', (_req, res) => json(res, 500, {}))
+  const failed = await refusalOf(r.introspector().introspect('tok'))
+  t.equal(failed.reason, 'introspection_unavailable')
+  t.ok(failed.cause instanceof Error, 'the fetch error is the cause')
+})
+
+t.test('a cached answer expires exactly at its end', async (t) => {
+  const r = await rig(t)
+  r.answers.set('tok', active(r, { exp: Math.floor(r.clock.now / 1000) + 3600 }))
+  const introspector = r.introspector()
+  await introspector.introspect('tok')
+  r.clock.now += 59_999
+  await introspector.introspect('tok')
+  t.equal(r.asked(), 1)
+  r.clock.now += 1
+  await introspector.introspect('tok')
+  t.equal(r.asked(), 2, 'asked again at 60 s exactly')
+})
+
+t.test('an expired entry is dropped even when asking again fails, so it takes no room', async (t) => {
+  const r = await rig(t)
+  const exp = Math.floor(r.clock.now / 1000)
+  r.answers.set('long', active(r, { exp: exp + 3600 }))
+  r.answers.set('short', active(r, { exp: exp + 5 }))
+  r.answers.set('other', active(r, { exp: exp + 3600 }))
+  const introspector = r.introspector({ maxCacheEntries: 2 })
+  await introspector.introspect('long')
+  await introspector.introspect('short')
+  r.clock.now += 6_000
+  r.fake.route('/introspect', (_req, res) => json(res, 500, {}))
+  t.equal(await reasonOf(introspector.introspect('short')), 'introspection_unavailable')
+  t.equal(r.asked(), 3)
+  r.fake.route('/introspect', (_req, res, body) => json(res, 200, r.answers.get(new URLSearchParams(body).get('token') ?? '') ?? { active: false }))
+  await introspector.introspect('other')
+  t.equal(r.asked(), 4)
+  await introspector.introspect('long')
+  t.equal(r.asked(), 4, 'long is still cached: the expired entry did not count against the bound')
+})
+
+t.test('refusalTtlMs 0 caches no refusal and evicts nothing; maxCacheEntries 0 still answers', async (t) => {
+  const r = await rig(t)
+  r.answers.set('good', active(r))
+  const introspector = r.introspector({ maxCacheEntries: 1, refusalTtlMs: 0 })
+  await introspector.introspect('good')
+  t.equal(await reasonOf(introspector.introspect('bad')), 'inactive')
+  t.equal(await reasonOf(introspector.introspect('bad')), 'inactive')
+  t.equal(r.asked(), 3, 'the refusal was not cached')
+  await introspector.introspect('good')
+  t.equal(r.asked(), 3, 'and it did not push the good answer out')
+  const unbounded = r.introspector({ maxCacheEntries: 0 })
+  t.ok(await unbounded.introspect('good'))
+  t.ok(await unbounded.introspect('good'))
+})
