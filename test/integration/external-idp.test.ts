@@ -281,8 +281,13 @@ t.test('a forged token naming a configured issuer fails there: no fall-through, 
   const [identity] = await listIdentities(server.database.db, 'corp')
   const token = await sign(claims, key, { typ: 'at+jwt' })
   t.equal((await whoami(server, token)).status, 200)
+  const resolved = await server.runtime.external.resolve(token, 'authorization')
+  const context = resolved.status === 'ok' ? resolved.context : undefined
+  t.same([...(await server.runtime.authenticator.liveCredentials(context === undefined ? [] : [context])).entries()], [[`external:${identity?.id ?? 0}`, ['bus:read']]],
+    'a listen stream held by the token is live while the identity is linked')
   await unlinkIdentity(server.database.db, identity?.id ?? 0)
   t.equal((await whoami(server, token)).status, 401, 'unlinking ends the identity\'s tokens at once')
+  t.equal((await server.runtime.authenticator.liveCredentials(context === undefined ? [] : [context])).size, 0, '... and the listen streams they hold')
 })
 
 t.test('doctor checks each provider of IDP_FILE: discovery, keys, introspection', async (t) => {
