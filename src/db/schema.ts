@@ -151,12 +151,38 @@ export const oauthPendingAuthorizations = pgTable('oauth_pending_authorizations'
   scopes: text('scopes').array().notNull(),
   resource: text('resource').notNull(),
   failedAttempts: integer('failed_attempts').notNull().default(0),
+  /** Set when the person signed in at an identity provider: the consent then approves as this principal. */
+  signedInPrincipalId: bigint('signed_in_principal_id', { mode: 'number' }).references(() => principals.id, { onDelete: 'cascade' }),
+  /** The IDP_FILE id of the provider the person signed in at. */
+  signedInProvider: text('signed_in_provider'),
   expiresAt: at('expires_at').notNull(),
   consumedAt: at('consumed_at'),
   createdAt: createdAt()
 }, (t) => [
   uniqueIndex('oauth_pending_transaction_hash_key').on(t.transactionHash),
   index('oauth_pending_expires_at_idx').on(t.expiresAt)
+])
+
+/**
+ * A sign-in at an identity provider started from a consent page (OpenID Connect code flow): the
+ * state (by its hash), nonce and PKCE verifier the callback checks, bound to the pending
+ * authorization it may finish and to the browser that started it (the hash of a cookie). Rows go
+ * with their pending authorization (cascade), which the purge removes a day after expiry.
+ */
+export const oauthIdpLogins = pgTable('oauth_idp_logins', {
+  id: id(),
+  stateHash: bytea('state_hash').notNull(),
+  pendingAuthorizationId: bigint('pending_authorization_id', { mode: 'number' }).notNull().references(() => oauthPendingAuthorizations.id, { onDelete: 'cascade' }),
+  provider: text('provider').notNull(),
+  nonce: text('nonce').notNull(),
+  codeVerifier: text('code_verifier').notNull(),
+  browserHash: bytea('browser_hash').notNull(),
+  expiresAt: at('expires_at').notNull(),
+  consumedAt: at('consumed_at'),
+  createdAt: createdAt()
+}, (t) => [
+  uniqueIndex('oauth_idp_logins_state_hash_key').on(t.stateHash),
+  index('oauth_idp_logins_pending_idx').on(t.pendingAuthorizationId)
 ])
 
 /** One-time codes from `bus-mcp login-code NAME`, proving a principal on the consent page. */

@@ -11,9 +11,11 @@ import type { ClientResolver } from './client-resolver.ts'
 import { findClientByRowId } from './client-store.ts'
 import {
   consumePendingAuthorization, createPendingAuthorization, findPendingAuthorization, MAX_CONSENT_ATTEMPTS,
-  PENDING_AUTHORIZATION_TTL_SECONDS, principalForCredential, recordFailedAttempt, type PendingRequest
+  PENDING_AUTHORIZATION_TTL_SECONDS, principalForCredential, recordFailedAttempt, renewPendingAuthorization,
+  type PendingAuthorization, type PendingRequest
 } from './consent-store.ts'
-import { formActionSource, renderConsentPage, renderErrorPage, setPageHeaders } from './consent-page.ts'
+import { AuthorizePageError, formActionSource, renderConsentPage, renderErrorPage, setPageHeaders } from './consent-page.ts'
+import idpLoginRoutes, { IdpLogins, IdpUnreachable, type ConsentFlow } from './idp-login.ts'
 import { OAuthError, singleParams } from './errors.ts'
 import { createGrantWithCode } from './grants.ts'
 import { isValidS256Challenge } from './pkce.ts'
@@ -22,21 +24,12 @@ import { readRequestedScopes } from './requested-scopes.ts'
 import { namesThisResource } from './resource.ts'
 import { rateLimit } from './http.ts'
 
-/**
+/*
  * The two ways an authorization request fails (RFC 6749 §4.1.2.1), both thrown and answered by
  * this plugin's error handler: shown on a page when the client or its redirect URI could not be
- * verified (never redirected), sent back to the verified redirect URI otherwise.
+ * verified (never redirected; AuthorizePageError, in consent-page.ts so the sign-in routes throw
+ * it too), sent back to the verified redirect URI otherwise (AuthorizeRedirect, below).
  */
-class AuthorizePageError extends Error {
-  readonly title: string
-  readonly statusCode: number
-
-  constructor (title: string, message: string, statusCode = 400) {
-    super(message)
-    this.title = title
-    this.statusCode = statusCode
-  }
-}
 
 /** A verified authorization request, waiting for a principal's approval (stored as is for the consent page). */
 type ValidRequest = PendingRequest
@@ -48,7 +41,9 @@ const AUTHORIZE_PARAMS = ['client_id', 'redirect_uri', 'response_type', 'state',
  * Phase one verifies the client and its redirect URI (errors are shown on a page); phase two
  * checks the rest (errors go back to the client with `state` and `iss`). Then it approves at
  * once (pre-registered client bound to a principal, or AUTO_APPROVE_PRINCIPAL) or shows the
- * consent page, whose form posts back here with its transaction.
+ * consent page, whose form posts back here with its transaction. The page's "Sign in with …"
+ * links go to the identity-provider routes (idp-login.ts, registered below), which come back to
+ * this consent flow through `ConsentFlow`.
  */
 export default async function authorizeRoutes (fastify: FastifyInstance, { runtime, clients }: { runtime: OAuthRuntime, clients: ClientResolver }): Promise<void> {
   const { config, database, audit } = runtime
@@ -57,6 +52,7 @@ export default async function authorizeRoutes (fastify: FastifyInstance, { runti
   const secureCookies = config.publicUrl.startsWith('https:')
   await fastify.register(formbody, { bodyLimit: 16 * 1024 })
   await fastify.register(cookie)
+  const logins = new IdpLogins(config, db)
 
   fastify.setErrorHandler(async (error: FastifyError | AuthorizePageError | AuthorizeRedirect, request, reply) => {
     if (error instanceof AuthorizeRedirect) return sendRedirect(reply, error.uri, 302)
@@ -92,16 +88,32 @@ export default async function authorizeRoutes (fastify: FastifyInstance, { runti
       }
       return sendRedirect(reply, await approve(valid, autoPrincipal, 'automatic'), 302)
     }
-    const { transaction, csrf } = await createPendingAuthorization(db, valid)
-    setCsrfCookie(reply, transaction, csrf, PENDING_AUTHORIZATION_TTL_SECONDS)
+    const pending = await createPendingAuthorization(db, valid)
+    setCsrfCookie(reply, pending.transaction, pending.csrf, PENDING_AUTHORIZATION_TTL_SECONDS)
+    let error: string | undefined
+    const preferred = logins.defaultProvider
+    if (preferred !== undefined) {
+      // login.default: straight to the provider. The browser check of the start link is not
+      // needed: the pending authorization and its cookie are created in this very response.
+      try {
+        return sendRedirect(reply.header('Referrer-Policy', 'no-referrer'), await logins.begin(reply, pending, preferred, request.log), 302)
+      } catch (err) {
+        if (!(err instanceof IdpUnreachable)) throw err
+        // The other ways to approve still work: show them, with the reason.
+        error = err.message
+        reply.code(503)
+      }
+    }
     return await setPageHeaders(reply, formActionSource(valid.redirectUri)).send(renderConsentPage({
       action: path,
-      transaction,
+      transaction: pending.transaction,
       clientName: valid.client.clientName,
       clientId: valid.client.clientId,
       redirectHost: redirectHostOf(valid.redirectUri),
       loopbackOnly: valid.client.redirectUris.every(isLoopbackRedirect),
-      scopes: valid.scopes
+      scopes: valid.scopes,
+      signIn: logins.signInLinks(pending.transaction),
+      error
     }))
   }
 
@@ -201,20 +213,7 @@ export default async function authorizeRoutes (fastify: FastifyInstance, { runti
     } catch (err) {
       throw new AuthorizePageError('Invalid form', (err as Error).message)
     }
-    const pending = form.transaction === undefined ? undefined : await findPendingAuthorization(db, form.transaction)
-    if (pending === undefined || pending.consumedAt !== null || pending.expiresAt.getTime() <= Date.now()) {
-      throw new AuthorizePageError('This request is no longer valid', 'This authorization page was already used or has expired. Start the connection again from your application.')
-    }
-    // The cookie set with this page must come back with it (CSRF: a form posted from another
-    // site, or from another browser, does not carry it).
-    // Defence in depth next to the SameSite cookie: browsers mark form posts from other sites.
-    if (request.headers['sec-fetch-site'] === 'cross-site') {
-      throw new AuthorizePageError('Request refused', 'This form was submitted from another site. Start the connection again from your application.', 403)
-    }
-    const csrf = request.cookies[csrfCookieName(form.transaction as string)]
-    if (csrf === undefined || !constantEquals(hashSecret(csrf).toString('base64'), pending.csrfHash.toString('base64'))) {
-      throw new AuthorizePageError('Request refused', 'This form did not come from the page this server showed you (missing or wrong security cookie). Start the connection again.', 403)
-    }
+    const { pending, csrf } = await checkedPending(request, form.transaction, 'form')
     const client = await findClientByRowId(db, pending.clientId)
     if (client === undefined) throw new AuthorizePageError('Unknown application', 'This application was removed.')
     const valid: ValidRequest = {
@@ -228,6 +227,17 @@ export default async function authorizeRoutes (fastify: FastifyInstance, { runti
       return sendRedirect(reply, authorizationResponse(valid.redirectUri, { error: 'access_denied', error_description: 'The request was denied', state: valid.state }), 303)
     }
     if (form.action !== 'approve') throw new AuthorizePageError('Invalid form', 'Choose Approve or Deny.')
+    if (pending.signedInPrincipalId !== null) {
+      // Signed in at an identity provider (idp-login.ts): that sign-in is the proof, no credential.
+      const signedIn = await principalById(db, pending.signedInPrincipalId)
+      if (!await consumePendingAuthorization(db, pending.id)) throw spentError()
+      const how = `idp:${pending.signedInProvider ?? '?'}`
+      if (signedIn === undefined || signedIn.disabledAt !== null) {
+        audit.record({ kind: 'oauth', action: 'authorize', outcome: 'denied', principalId: signedIn?.id, principalName: signedIn?.name, clientId: client.clientId, detail: `${how} principal disabled` })
+        return sendRedirect(reply, authorizationResponse(valid.redirectUri, { error: 'access_denied', error_description: 'The principal you signed in as is disabled', state: valid.state }), 303)
+      }
+      return sendRedirect(reply, await approve(valid, signedIn, how), 303)
+    }
     const principal = form.credential === undefined ? null : await principalForCredential(db, form.credential)
     if (principal === null) {
       const attempts = await recordFailedAttempt(db, pending.id)
@@ -245,12 +255,71 @@ export default async function authorizeRoutes (fastify: FastifyInstance, { runti
         redirectHost: redirectHostOf(valid.redirectUri),
         loopbackOnly: client.redirectUris.every(isLoopbackRedirect),
         scopes: valid.scopes,
+        signIn: logins.signInLinks(form.transaction as string),
         error: `That is not a valid API token or login code (attempt ${attempts} of ${MAX_CONSENT_ATTEMPTS}).`
       }))
     }
     if (!await consumePendingAuthorization(db, pending.id)) throw spentError()
     return sendRedirect(reply, await approve(valid, principal, 'consent'), 303)
   }
+
+  /**
+   * The pending authorization a consent form (or a "Sign in with …" link) names, if it is live and
+   * came from this browser: the cookie set with its page must come back with it (CSRF: a form
+   * posted, or a link opened, from another site or another browser does not carry it).
+   */
+  async function checkedPending (request: FastifyRequest, transaction: string | undefined, what: 'form' | 'link'): Promise<{ pending: PendingAuthorization, csrf: string }> {
+    const pending = transaction === undefined ? undefined : await findPendingAuthorization(db, transaction)
+    if (pending === undefined || pending.consumedAt !== null || pending.expiresAt.getTime() <= Date.now()) {
+      throw new AuthorizePageError('This request is no longer valid', 'This authorization page was already used or has expired. Start the connection again from your application.')
+    }
+    // Defence in depth next to the SameSite cookie: browsers mark requests from other sites.
+    if (request.headers['sec-fetch-site'] === 'cross-site') {
+      throw new AuthorizePageError('Request refused', `This ${what} was ${what === 'form' ? 'submitted' : 'opened'} from another site. Start the connection again from your application.`, 403)
+    }
+    const csrf = request.cookies[csrfCookieName(transaction as string)]
+    if (csrf === undefined || !constantEquals(hashSecret(csrf).toString('base64'), pending.csrfHash.toString('base64'))) {
+      throw new AuthorizePageError('Request refused', `This ${what} did not come from the page this server showed you (missing or wrong security cookie). Start the connection again.`, 403)
+    }
+    return { pending, csrf }
+  }
+
+  const consent: ConsentFlow = {
+    checkTransaction: async (request, transaction) => (await checkedPending(request, transaction, 'link')).pending,
+
+    async showConsent (reply, pending, outcome) {
+      const client = await findClientByRowId(db, pending.clientId)
+      if (client === undefined) throw new AuthorizePageError('Unknown application', 'This application was removed.')
+      const signedIn = 'signedIn' in outcome ? outcome.signedIn : undefined
+      const renewed = await renewPendingAuthorization(db, pending.id, signedIn === undefined ? null : { principalId: signedIn.principalId, provider: signedIn.provider.id })
+      if (renewed === undefined) throw spentError()
+      // The page before the sign-in is dead (its transaction is replaced): drop its cookie.
+      reply.clearCookie(csrfCookieNameOfHash(renewed.previousTransactionHash), { path: '/' })
+      setCsrfCookie(reply, renewed.transaction, renewed.csrf, Math.max(1, Math.floor((pending.expiresAt.getTime() - Date.now()) / 1000)))
+      return await setPageHeaders(reply, formActionSource(pending.redirectUri)).code('status' in outcome ? outcome.status : 200).send(renderConsentPage({
+        action: '/oauth/authorize',
+        transaction: renewed.transaction,
+        clientName: client.clientName,
+        clientId: client.clientId,
+        redirectHost: redirectHostOf(pending.redirectUri),
+        loopbackOnly: client.redirectUris.every(isLoopbackRedirect),
+        scopes: pending.scopes as Scope[],
+        signIn: logins.signInLinks(renewed.transaction),
+        signedIn: signedIn === undefined ? undefined : { principal: signedIn.principalName, provider: signedIn.provider.login.label },
+        error: 'error' in outcome ? outcome.error : undefined,
+        command: 'command' in outcome ? outcome.command : undefined
+      }))
+    },
+
+    async refuse (reply, pending, error, description, detail) {
+      if (!await consumePendingAuthorization(db, pending.id)) throw spentError()
+      const client = await findClientByRowId(db, pending.clientId)
+      audit.record({ kind: 'oauth', action: 'authorize', outcome: 'denied', clientId: client?.clientId, detail })
+      reply.clearCookie(csrfCookieNameOfHash(pending.transactionHash), { path: '/' })
+      return sendRedirect(reply, authorizationResponse(pending.redirectUri, { error, error_description: description, state: pending.state ?? undefined }), 302)
+    }
+  }
+  await fastify.register(idpLoginRoutes, { runtime, logins, consent })
 
   function authorizationResponse (redirectUri: string, params: Record<string, string | undefined>): string {
     const url = new URL(redirectUri)
@@ -295,7 +364,12 @@ function sendRedirect (reply: FastifyReply, location: string, status: 302 | 303)
 
 /** One cookie per consent page, so two tabs authorizing at once do not overwrite each other. */
 function csrfCookieName (transaction: string): string {
-  return `bus_consent_${hashSecret(transaction).toString('hex').slice(0, 16)}`
+  return csrfCookieNameOfHash(hashSecret(transaction))
+}
+
+/** The same name from the stored hash of the transaction (the sign-in callback knows only that). */
+function csrfCookieNameOfHash (transactionHash: Buffer): string {
+  return `bus_consent_${transactionHash.toString('hex').slice(0, 16)}`
 }
 
 function redirectHostOf (uri: string): string {

@@ -27,10 +27,10 @@ export type PendingAuthorization = typeof oauthPendingAuthorizations.$inferSelec
  * into a cookie; a submission needs both (a forged POST from another site has neither the
  * transaction of this browser's page nor, with SameSite=Strict, the cookie).
  */
-export async function createPendingAuthorization (db: Executor, request: PendingRequest): Promise<{ transaction: string, csrf: string }> {
+export async function createPendingAuthorization (db: Executor, request: PendingRequest): Promise<{ transaction: string, csrf: string, id: number, expiresAt: Date }> {
   const transaction = randomToken()
   const csrf = randomToken()
-  await db.insert(oauthPendingAuthorizations).values({
+  const [row] = await db.insert(oauthPendingAuthorizations).values({
     transactionHash: hashSecret(transaction),
     csrfHash: hashSecret(csrf),
     clientId: request.client.id,
@@ -40,8 +40,38 @@ export async function createPendingAuthorization (db: Executor, request: Pending
     scopes: request.scopes,
     resource: request.resource,
     expiresAt: new Date(Date.now() + PENDING_AUTHORIZATION_TTL_SECONDS * 1000)
-  })
-  return { transaction, csrf }
+  }).returning({ id: oauthPendingAuthorizations.id, expiresAt: oauthPendingAuthorizations.expiresAt })
+  if (row === undefined) throw new Error('the pending authorization was not stored')
+  return { transaction, csrf, id: row.id, expiresAt: row.expiresAt }
+}
+
+export async function findPendingAuthorizationById (db: Executor, id: number): Promise<PendingAuthorization | undefined> {
+  const [row] = await db.select().from(oauthPendingAuthorizations).where(eq(oauthPendingAuthorizations.id, id))
+  return row
+}
+
+/**
+ * Gives a live pending authorization a new transaction and CSRF secret, and records who signed in
+ * at an identity provider (or clears it). The consent page shown after a sign-in is a new page:
+ * the sign-in's callback knows the request only by id (the transaction is stored as a hash), and a
+ * form from before the sign-in must not approve as the signed-in principal. Undefined when the
+ * request was spent or expired meanwhile.
+ */
+export async function renewPendingAuthorization (
+  db: Executor, id: number, signedIn: { principalId: number, provider: string } | null
+): Promise<{ transaction: string, csrf: string, previousTransactionHash: Buffer } | undefined> {
+  const transaction = randomToken()
+  const csrf = randomToken()
+  const [previous] = await db.select({ hash: oauthPendingAuthorizations.transactionHash }).from(oauthPendingAuthorizations).where(eq(oauthPendingAuthorizations.id, id))
+  const rows = await db.update(oauthPendingAuthorizations).set({
+    transactionHash: hashSecret(transaction),
+    csrfHash: hashSecret(csrf),
+    signedInPrincipalId: signedIn?.principalId ?? null,
+    signedInProvider: signedIn?.provider ?? null
+  }).where(and(eq(oauthPendingAuthorizations.id, id), isNull(oauthPendingAuthorizations.consumedAt), gt(oauthPendingAuthorizations.expiresAt, sql`now()`)))
+    .returning({ id: oauthPendingAuthorizations.id })
+  if (rows.length === 0 || previous === undefined) return undefined
+  return { transaction, csrf, previousTransactionHash: previous.hash }
 }
 
 export async function findPendingAuthorization (db: Executor, transaction: string): Promise<PendingAuthorization | undefined> {
