@@ -4,7 +4,9 @@ import type { LogLevel } from './config.ts'
 /** Query parameters whose values are secrets or single-use credentials. */
 const SECRET_PARAMS = new Set([
   'code', 'token', 'access_token', 'refresh_token', 'id_token', 'client_secret', 'code_verifier',
-  'login_code', 'api_token', 'password', 'assertion', 'client_assertion', 'state'
+  'login_code', 'api_token', 'password', 'assertion', 'client_assertion', 'state',
+  // The consent page's transaction (the IdP sign-in start link carries it in the query).
+  'transaction'
 ])
 
 /** A URL fit for logs: the values of secret-bearing query parameters are replaced. */

@@ -29,14 +29,14 @@ async function appWith (t: Test, level: LogLevel, child?: Record<string, string>
 
 t.test('info: one JSON line per request, with method, redacted URL, status and duration', async (t) => {
   const { app, lines } = await appWith(t, 'info')
-  await app.inject({ method: 'GET', url: '/plain?code=SECRETCODE123&state=SECRETSTATE1&page=2' })
+  await app.inject({ method: 'GET', url: '/plain?code=SECRETCODE123&state=SECRETSTATE1&transaction=SECRETTX1&page=2' })
   await app.inject({ method: 'GET', url: '/nowhere' })
   const all = lines()
   t.equal(all.length, 2, 'two requests, two lines')
   const [first, second] = all
   t.equal(first?.level, 30)
-  t.match(first?.msg, /^GET \/plain\?code=\[redacted\]&state=\[redacted\]&page=2 200 \d+\.\dms$/)
-  t.same(first?.req, { method: 'GET', url: '/plain?code=[redacted]&state=[redacted]&page=2', host: 'localhost:80', remoteAddress: '127.0.0.1' })
+  t.match(first?.msg, /^GET \/plain\?code=\[redacted\]&state=\[redacted\]&transaction=\[redacted\]&page=2 200 \d+\.\dms$/)
+  t.same(first?.req, { method: 'GET', url: '/plain?code=[redacted]&state=[redacted]&transaction=[redacted]&page=2', host: 'localhost:80', remoteAddress: '127.0.0.1' })
   t.same(first?.res, { statusCode: 200 })
   t.type(first?.responseTime, 'number')
   t.equal(first?.reqId, 'req-1', 'the request id stays in JSON')
