@@ -17,7 +17,8 @@ import { listGrants, revokeGrantByAdmin } from './grant-views.ts'
 import { checkKnownProvider, linkIdentity, listIdentities, MAX_SUBJECT_LENGTH, unlinkIdentity } from '../idp/identities.ts'
 
 const nameParam = { type: 'object', required: ['name'], properties: { name: { type: 'string', minLength: 1, maxLength: 64 } } } as const
-const idParam = { type: 'object', required: ['id'], properties: { id: { type: 'integer', minimum: 1 } } } as const
+// Ids are bigints; beyond 2^53 a JSON number cannot name one exactly, and beyond 2^63 the query would fail.
+const idParam = { type: 'object', required: ['id'], properties: { id: { type: 'integer', minimum: 1, maximum: Number.MAX_SAFE_INTEGER } } } as const
 
 /**
  * The admin API: a second listener on loopback (or behind ADMIN_TOKEN), never routed through

@@ -232,3 +232,13 @@ t.test('the admin API and the CLI', async (t) => {
     })
   })
 })
+
+t.test('admin id routes: an id beyond what a bigint or a JSON number holds exactly is a 400, not a database error', async (t) => {
+  const server = await startTestServer(t)
+  for (const [method, url] of [['POST', '/tokens/99999999999999999999/revoke'], ['POST', '/grants/9007199254740993/revoke'], ['DELETE', '/identities/99999999999999999999']] as const) {
+    const response = await server.admin.inject({ method, url })
+    t.equal(response.statusCode, 400, `${method} ${url}`)
+  }
+  const safe = await server.admin.inject({ method: 'POST', url: `/tokens/${Number.MAX_SAFE_INTEGER}/revoke` })
+  t.equal(safe.statusCode, 404, 'the largest exact id is looked up (and not found)')
+})
