@@ -24,7 +24,8 @@ export const modules = {
   },
   grants: {
     // redeemCode, refreshTokens, and the issueTokens and revokeGrant they call.
-    mutate: ['src/oauth/grants.ts:63-95', 'src/oauth/grants.ts:110-142', 'src/oauth/grants.ts:164-196'],
+    // Line ranges: update them when grants.ts moves.
+    mutate: ['src/oauth/grants.ts:77-109', 'src/oauth/grants.ts:124-159', 'src/oauth/grants.ts:181-217'],
     tests: ['test/integration/grants.test.ts']
   },
   'client-auth': {
@@ -54,7 +55,7 @@ export const modules = {
   },
   'idp-keys': {
     mutate: ['src/idp/keys.ts', 'src/idp/fetch.ts'],
-    tests: ['test/unit/idp-keys.test.ts']
+    tests: ['test/unit/idp-fetch.test.ts', 'test/unit/idp-keys.test.ts']
   },
   'idp-introspection': {
     mutate: ['src/idp/introspection.ts'],

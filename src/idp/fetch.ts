@@ -63,7 +63,8 @@ export async function fetchJson (url: string, limits: FetchLimits = {}, init: Re
     if (response.type === 'opaqueredirect' || (response.status >= 300 && response.status < 400)) {
       throw new Error(`${what}: answered ${response.status}; redirects are not followed`)
     }
-    if (response.status < 200 || response.status >= 300) {
+    // fetch never hands over a 1xx answer, and 3xx is handled above.
+    if (!response.ok) {
       throw new Error(`${what}: answered HTTP ${response.status}`)
     }
     const declared = Number(response.headers.get('content-length') ?? NaN)

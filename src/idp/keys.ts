@@ -82,61 +82,44 @@ export async function discover (issuer: string, limits?: FetchLimits): Promise<R
   throw new Error(`no discovery document for ${issuer}: ${problems.join('; ')}`)
 }
 
-/** Algorithm → the key type (and curve) it needs. */
-function fits (alg: string, jwk: JWK): boolean {
-  if (/^(RS|PS)(256|384|512)$/.test(alg)) return jwk.kty === 'RSA'
-  if (alg === 'ES256') return jwk.kty === 'EC' && jwk.crv === 'P-256'
-  if (alg === 'ES384') return jwk.kty === 'EC' && jwk.crv === 'P-384'
-  if (alg === 'ES512') return jwk.kty === 'EC' && jwk.crv === 'P-521'
-  if (alg === 'EdDSA') return jwk.kty === 'OKP' && (jwk.crv === 'Ed25519' || jwk.crv === 'Ed448')
-  if (alg === 'Ed25519') return jwk.kty === 'OKP' && jwk.crv === 'Ed25519'
-  return false
-}
-
-/** Only the public members, so that a published private key (or anything odd) is never used. */
+/**
+ * Only the public members (string-valued), so that a published private key (or anything odd) is
+ * never used. A member that is missing makes the import below fail, and the key is skipped.
+ */
 function publicPart (jwk: Record<string, unknown>): JWK | undefined {
   const str = (name: string): string | undefined => typeof jwk[name] === 'string' ? jwk[name] : undefined
-  const kty = str('kty')
-  if (kty === 'RSA') {
-    const n = str('n')
-    const e = str('e')
-    return n !== undefined && e !== undefined ? { kty, n, e } : undefined
-  }
-  if (kty === 'EC') {
-    const crv = str('crv')
-    const x = str('x')
-    const y = str('y')
-    return crv !== undefined && x !== undefined && y !== undefined ? { kty, crv, x, y } : undefined
-  }
-  if (kty === 'OKP') {
-    const crv = str('crv')
-    const x = str('x')
-    return crv !== undefined && x !== undefined ? { kty, crv, x } : undefined
-  }
+  const kty = jwk.kty
+  if (kty === 'RSA') return { kty, n: str('n'), e: str('e') }
+  if (kty === 'EC') return { kty, crv: str('crv'), x: str('x'), y: str('y') }
+  if (kty === 'OKP') return { kty, crv: str('crv'), x: str('x') }
   return undefined // oct (symmetric) and unknown key types are never used
 }
 
-/** The usable keys of a JWKS document: signature keys of a permitted algorithm. */
+/**
+ * The usable keys of a JWKS document: signature keys of a permitted algorithm. Whether a key fits
+ * an algorithm is jose's import: it refuses a key type the algorithm does not use (RSA for RS* and
+ * PS*, EC for ES*, OKP for EdDSA) and WebCrypto refuses a curve other than the algorithm's (P-256,
+ * P-384, P-521, Ed25519); the tests pin each of these.
+ */
 async function usableKeys (document: Record<string, unknown>, algorithms: readonly string[]): Promise<UsableKey[]> {
   if (!Array.isArray(document.keys)) throw new Error('the key set has no "keys" array')
   const result: UsableKey[] = []
   for (const entry of document.keys as unknown[]) {
-    if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) continue
-    const raw = entry as Record<string, unknown>
+    // Object(): null and primitives become objects without key members, skipped like any such entry.
+    const raw = Object(entry) as Record<string, unknown>
     if (raw.use !== undefined && raw.use !== 'sig') continue
     if (raw.key_ops !== undefined && !(Array.isArray(raw.key_ops) && raw.key_ops.includes('verify'))) continue
     if (raw.kid !== undefined && typeof raw.kid !== 'string') continue
-    if (raw.alg !== undefined && typeof raw.alg !== 'string') continue
     const jwk = publicPart(raw)
     if (jwk === undefined) continue
+    // A key's own alg (an alg that is not a string is no permitted algorithm: the key is skipped).
     const candidates = raw.alg !== undefined ? [raw.alg as string] : algorithms
     const byAlg = new Map<string, CryptoKey>()
     for (const alg of candidates) {
-      if (!algorithms.includes(alg) || !fits(alg, jwk)) continue
+      if (!algorithms.includes(alg)) continue
       try {
-        const key = await importJWK(jwk, alg)
-        if (key instanceof Uint8Array) continue
-        byAlg.set(alg, key)
+        // A public JWK imports as a CryptoKey (only an oct key, never passed here, gives bytes).
+        byAlg.set(alg, await importJWK(jwk, alg) as CryptoKey)
       } catch {
         // A key the runtime cannot import (a bad curve point, an unsupported curve): skipped.
       }
@@ -174,7 +157,7 @@ export class ProviderKeys implements KeyResolver {
 
   stop (): void {
     this.#started = false
-    if (this.#timer !== undefined) clearTimeout(this.#timer)
+    clearTimeout(this.#timer)
     this.#timer = undefined
   }
 
@@ -213,9 +196,10 @@ export class ProviderKeys implements KeyResolver {
     if (kid !== undefined && typeof kid !== 'string') {
       throw new ExternalTokenError('bad_header', `provider ${id}: the token's kid is not a string`)
     }
-    if (this.#set === undefined || this.#set.keys.length === 0) await this.#onDemand()
+    // A held set is never empty (#fetch keeps the last good one instead).
+    if (this.#set === undefined) await this.#onDemand()
     const set = this.#set
-    if (set === undefined || set.keys.length === 0) {
+    if (set === undefined) {
       throw new ExternalTokenError('keys_unavailable', `provider ${id}: no signing keys yet${this.#error !== null ? ` (${this.#error})` : ''}`)
     }
     if (kid === undefined) {
@@ -290,7 +274,7 @@ export class ProviderKeys implements KeyResolver {
 
   #schedule (): void {
     if (!this.#started) return
-    if (this.#timer !== undefined) clearTimeout(this.#timer)
+    clearTimeout(this.#timer)
     const delay = this.#set !== undefined
       ? this.#options.refreshIntervalMs ?? DEFAULT_REFRESH_INTERVAL_MS
       : this.#options.retryIntervalMs ?? DEFAULT_RETRY_INTERVAL_MS

@@ -1,3 +1,4 @@
+import { generateKeyPairSync } from 'node:crypto'
 import type { JWSHeaderParameters } from 'jose'
 import t, { type Test } from 'tap'
 import { ExternalTokenError } from '../../src/idp/errors.ts'
@@ -373,4 +374,244 @@ t.test('a kid that is not a string is a bad header', async (t) => {
   const keys = new ProviderKeys(makeProvider({ jwksUri: 'https://idp.example.com/jwks' }))
   t.equal(await reasonOf(keys.getKey({ alg: 'ES256', kid: 7 as unknown as string })), 'bad_header')
   t.equal(await reasonOf(keys.getKey({ alg: 'none' })), 'bad_header')
+})
+
+// --- rules at their boundaries (mutation testing) ----------------------------------------------
+
+const ALL_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519']
+
+function publicJwk (type: 'ec' | 'ed25519' | 'ed448' | 'x25519', namedCurve?: string): Record<string, unknown> {
+  const { publicKey } = type === 'ec' ? generateKeyPairSync('ec', { namedCurve: namedCurve as string }) : generateKeyPairSync(type as 'ed25519')
+  return publicKey.export({ format: 'jwk' }) as Record<string, unknown>
+}
+
+async function errorOf (promise: Promise<unknown>): Promise<ExternalTokenError> {
+  try {
+    await promise
+  } catch (err) {
+    if (err instanceof ExternalTokenError) return err
+    throw err
+  }
+  throw new Error('expected a refusal')
+}
+
+async function keysFor (t: Test, jwks: unknown[], algorithms = ALL_ALGORITHMS, options = { unknownKidCooldownMs: 60_000 }): Promise<{ fake: FakeProvider, keys: ProviderKeys }> {
+  const fake = await withProvider(t)
+  fake.route('/jwks', (_req, res) => json(res, 200, { keys: jwks }))
+  const keys = new ProviderKeys(makeProvider({ jwksUri: `${fake.origin}/jwks`, algorithms }), options)
+  await keys.start()
+  t.teardown(() => keys.stop())
+  return { fake, keys }
+}
+
+t.test('each algorithm takes only its key type and curve', async (t) => {
+  const rsa = (await makeKey('RS256', 'x')).jwk
+  const keySet = [
+    { kty: rsa.kty, n: rsa.n, e: rsa.e, kid: 'rsa' },
+    { ...publicJwk('ec', 'P-256'), kid: 'p256' },
+    { ...publicJwk('ec', 'P-384'), kid: 'p384' },
+    { ...publicJwk('ec', 'P-521'), kid: 'p521' },
+    { ...publicJwk('ed25519'), kid: 'ed25519' },
+    { ...publicJwk('ed448'), kid: 'ed448' },
+    { ...publicJwk('x25519'), kid: 'x25519' }
+  ]
+  const { keys } = await keysFor(t, keySet)
+  const fitting: Record<string, string[]> = {
+    rsa: ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512'],
+    p256: ['ES256'],
+    p384: ['ES384'],
+    p521: ['ES512'],
+    ed25519: ['EdDSA', 'Ed25519']
+  }
+  t.equal(keys.status().keys, 5, 'Ed448 and X25519 keys are not usable')
+  for (const [kid, algs] of Object.entries(fitting)) {
+    for (const alg of ALL_ALGORITHMS) {
+      if (algs.includes(alg)) t.ok(await keys.getKey(header(alg, kid)), `${kid} verifies ${alg}`)
+      else t.equal(await reasonOf(keys.getKey(header(alg, kid))), 'bad_header', `${kid} does not verify ${alg}`)
+    }
+  }
+  for (const kid of ['ed448', 'x25519']) t.equal(await reasonOf(keys.getKey(header('EdDSA', kid))), 'unknown_key', kid)
+})
+
+t.test('key members: strings only, all of them; entries that are not objects are skipped', async (t) => {
+  const ec = await makeKey('ES256', 'x')
+  const rsa = await makeKey('RS256', 'x')
+  const ed = await makeKey('EdDSA', 'x')
+  const { keys } = await keysFor(t, [
+    null, 7, 'text', [ec.jwk],
+    { ...rsa.jwk, kid: 'rsa-e-array', e: [rsa.jwk.e] },
+    { ...rsa.jwk, kid: 'rsa-no-n', n: undefined },
+    { ...ec.jwk, kid: 'ec-no-y', y: undefined },
+    { ...ec.jwk, kid: 'ec-no-crv', crv: undefined },
+    { ...ec.jwk, kid: 'ec-x-number', x: 7 },
+    { ...ed.jwk, kid: 'ed-no-x', x: undefined },
+    { ...ed.jwk, kid: 'ed-no-crv', crv: undefined },
+    { ...ec.jwk, kid: 'ops', key_ops: ['verify', 'sign'] },
+    { ...ec.jwk, kid: 'ops-string', key_ops: 'verify' },
+    { ...ec.jwk, kid: 'use-sig', use: 'sig' },
+    { ...ec.jwk, kid: 'kty-array', kty: ['EC'] },
+    { ...ec.jwk, kid: 7 },
+    { ...rsa.jwk, kid: 'alg-rs256', alg: 'RS256' },
+    { ...rsa.jwk, kid: 'alg-number', alg: 256 }
+  ])
+  t.equal(keys.status().keys, 3, 'ops, use-sig and alg-rs256')
+  t.ok(await keys.getKey(header('ES256', 'ops')), 'key_ops with verify')
+  t.ok(await keys.getKey(header('ES256', 'use-sig')))
+  t.ok(await keys.getKey(header('RS256', 'alg-rs256')))
+  t.equal(await reasonOf(keys.getKey(header('PS256', 'alg-rs256'))), 'bad_header', 'a key\'s alg limits it to that algorithm')
+  for (const kid of ['rsa-e-array', 'rsa-no-n', 'ec-no-y', 'ec-no-crv', 'ec-x-number', 'ed-no-x', 'ed-no-crv', 'ops-string', 'kty-array', '7', 'alg-number']) {
+    t.equal(await reasonOf(keys.getKey(header(kid.startsWith('rsa') || kid.startsWith('alg') ? 'RS256' : kid.startsWith('ed') ? 'EdDSA' : 'ES256', kid))), 'unknown_key', kid)
+  }
+})
+
+t.test('a key without kid is found by a token without kid; a key whose kid is not a string is never used', async (t) => {
+  const ec = await makeKey('ES256', 'x')
+  const { keys } = await keysFor(t, [{ ...ec.jwk, kid: undefined }])
+  t.equal(keys.status().keys, 1)
+  t.ok(await keys.getKey(header('ES256')))
+  t.equal(await reasonOf(keys.getKey(header('ES256', 'x'))), 'unknown_key')
+  const numeric = await keysFor(t, [{ ...ec.jwk, kid: 7 }], ['ES256', 'RS256'])
+  t.equal(numeric.keys.status().keys, 0)
+  const err = await errorOf(numeric.keys.getKey(header('ES256')))
+  t.equal(err.reason, 'keys_unavailable')
+  t.equal(err.message, `provider test: no signing keys yet (${numeric.fake.origin}/jwks: the key set holds no usable signing key for ES256, RS256)`)
+})
+
+t.test('two keys under one kid: the one for the token\'s algorithm', async (t) => {
+  const ec = await makeKey('ES256', 'dup')
+  const rsa = await makeKey('RS256', 'dup')
+  for (const order of [[rsa.jwk, ec.jwk], [ec.jwk, rsa.jwk]]) {
+    const { keys, fake } = await keysFor(t, order)
+    t.equal((await keys.getKey(header('ES256', 'dup'))).algorithm.name, 'ECDSA')
+    t.equal((await keys.getKey(header('RS256', 'dup'))).algorithm.name, 'RSASSA-PKCS1-v1_5')
+    t.equal(fake.count('/jwks'), 1, 'no refetch')
+  }
+})
+
+t.test('refusal messages name the provider and the problem; an algorithm mismatch fetches nothing', async (t) => {
+  const a = await makeKey('ES256', 'a')
+  const b = await makeKey('ES256', 'b')
+  const { keys, fake } = await keysFor(t, [a.jwk, b.jwk], ALL_ALGORITHMS, { unknownKidCooldownMs: 0 })
+  const cases: Array<[JWSHeaderParameters, string, string]> = [
+    [{ alg: 'HS256', kid: 'a' }, 'bad_header', 'the token\'s algorithm "HS256" is not accepted'],
+    [{ kid: 'a' } as JWSHeaderParameters, 'bad_header', 'the token\'s algorithm undefined is not accepted'],
+    [{ alg: 'ES256', kid: 7 as unknown as string }, 'bad_header', 'the token\'s kid is not a string'],
+    [header('ES256'), 'bad_header', 'the token has no kid and the key set holds 2 keys'],
+    [header('RS256', 'a'), 'bad_header', 'the token\'s algorithm RS256 does not match its key'],
+    [header('ES256', 'c'), 'unknown_key', 'no key with the token\'s kid in the key set']
+  ]
+  for (const [h, reason, message] of cases) {
+    const err = await errorOf(keys.getKey(h))
+    t.equal(err.reason, reason, message)
+    t.equal(err.message, `provider test: ${message}`)
+  }
+  t.equal(fake.count('/jwks'), 2, 'only the unknown kid refetched (no cooldown here)')
+  t.ok(await keys.getKey(header('ES256', 'a')))
+  t.equal(fake.count('/jwks'), 2, 'a known kid fetches nothing')
+})
+
+t.test('a rotated-in kid whose key does not fit the algorithm is a bad header, not an unknown key', async (t) => {
+  const fake = await withProvider(t)
+  fake.jwks.keys = [(await makeKey('ES256', 'old')).jwk]
+  const keys = new ProviderKeys(makeProvider({ jwksUri: `${fake.origin}/jwks` }))
+  await keys.start()
+  t.teardown(() => keys.stop())
+  fake.jwks.keys = [(await makeKey('ES256', 'old')).jwk, (await makeKey('RS256', 'new')).jwk, (await makeKey('ES256', 'new')).jwk]
+  t.equal((await keys.getKey(header('ES256', 'new'))).algorithm.name, 'ECDSA', 'the fitting one of the two new keys')
+  t.equal(fake.count('/jwks'), 2)
+  const later = new ProviderKeys(makeProvider({ jwksUri: `${fake.origin}/jwks` }), { unknownKidCooldownMs: 0 })
+  fake.jwks.keys = [(await makeKey('RS256', 'one')).jwk]
+  await later.refresh()
+  fake.jwks.keys = [(await makeKey('RS256', 'one')).jwk, (await makeKey('RS256', 'two')).jwk]
+  t.equal(await reasonOf(later.getKey(header('ES256', 'two'))), 'bad_header', 'found after the refetch, but RSA')
+})
+
+t.test('start() twice fetches once; concurrent refreshes share one fetch; a known kid fetches nothing', async (t) => {
+  const fake = await withProvider(t)
+  fake.jwks.keys = [(await makeKey('ES256', 'k1')).jwk]
+  const keys = new ProviderKeys(makeProvider({ jwksUri: `${fake.origin}/jwks` }))
+  await keys.start()
+  await keys.start()
+  t.teardown(() => keys.stop())
+  t.equal(fake.count('/jwks'), 1)
+  await Promise.all([keys.refresh(), keys.refresh(), keys.refresh()])
+  t.equal(fake.count('/jwks'), 2)
+  t.ok(await keys.getKey(header('ES256', 'k1')))
+  t.equal(fake.count('/jwks'), 2)
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  t.equal(fake.count('/jwks'), 2, 'the default refresh interval is minutes, not milliseconds')
+})
+
+t.test('an unknown kid joins a refresh under way without using up the cooldown; the default cooldown holds', async (t) => {
+  const fake = await withProvider(t)
+  fake.jwks.keys = [(await makeKey('ES256', 'k1')).jwk]
+  const keys = new ProviderKeys(makeProvider({ jwksUri: `${fake.origin}/jwks` }))
+  await keys.start()
+  t.teardown(() => keys.stop())
+  const refreshing = keys.refresh()
+  t.equal(await reasonOf(keys.getKey(header('ES256', 'nope-1'))), 'unknown_key')
+  await refreshing
+  t.equal(fake.count('/jwks'), 2, 'joined the refresh')
+  t.equal(await reasonOf(keys.getKey(header('ES256', 'nope-2'))), 'unknown_key')
+  t.equal(fake.count('/jwks'), 3, 'the cooldown had not started: one refetch')
+  t.equal(await reasonOf(keys.getKey(header('ES256', 'nope-3'))), 'unknown_key')
+  t.equal(fake.count('/jwks'), 3, 'the default cooldown (30 s) holds')
+})
+
+t.test('discovery: accept headers, the discovered jwks_uri reused, rediscovered after a failure; failure messages', async (t) => {
+  const fake = await withProvider(t)
+  fake.jwks.keys = [(await makeKey('ES256', 'k1')).jwk]
+  const keys = new ProviderKeys(makeProvider({ issuer: fake.origin }))
+  await keys.start()
+  t.teardown(() => keys.stop())
+  await keys.refresh()
+  t.equal(fake.count('/.well-known/openid-configuration'), 1, 'discovered once')
+  t.equal(fake.count('/jwks'), 2)
+  t.equal(fake.seen.find((s) => s.path === '/.well-known/openid-configuration')?.headers.accept, 'application/json')
+  t.equal(fake.seen.find((s) => s.path === '/jwks')?.headers.accept, 'application/json, application/jwk-set+json')
+  fake.route('/jwks', (_req, res) => json(res, 500, {}))
+  await keys.refresh()
+  fake.route('/jwks', (_req, res) => json(res, 200, fake.jwks))
+  await keys.refresh()
+  t.equal(fake.count('/.well-known/openid-configuration'), 2, 'rediscovered after the key set failed')
+
+  const none = await withProvider(t)
+  none.route('/.well-known/openid-configuration', (_req, res) => json(res, 200, { issuer: none.origin, jwks_uri: 7 }))
+  const noUri = new ProviderKeys(makeProvider({ issuer: none.origin }))
+  await noUri.refresh()
+  t.equal(noUri.status().error, `the discovery document of ${none.origin} has no jwks_uri`)
+
+  const missing = await withProvider(t)
+  missing.route('/.well-known/openid-configuration', (_req, res) => json(res, 404, {}))
+  const err = await (discover(missing.origin).then(() => new Error('found'), (e: unknown) => e as Error))
+  t.equal(err.message, `no discovery document for ${missing.origin}: GET ${missing.origin}/.well-known/openid-configuration: answered HTTP 404; GET ${missing.origin}/.well-known/oauth-authorization-server: answered HTTP 404`)
+})
+
+t.test('no background refresh without start() or after stop(); each refresh replaces the pending timer', async (t) => {
+  const fake = await withProvider(t)
+  fake.jwks.keys = [(await makeKey('ES256', 'k1')).jwk]
+  const idle = new ProviderKeys(makeProvider({ jwksUri: `${fake.origin}/jwks` }), { refreshIntervalMs: 40, retryIntervalMs: 40 })
+  t.teardown(() => idle.stop())
+  await idle.refresh()
+  const stopped = new ProviderKeys(makeProvider({ jwksUri: `${fake.origin}/jwks` }), { refreshIntervalMs: 40, retryIntervalMs: 40 })
+  t.teardown(() => stopped.stop())
+  await stopped.start()
+  stopped.stop()
+  await stopped.refresh()
+  t.equal(fake.count('/jwks'), 3)
+  await new Promise((resolve) => setTimeout(resolve, 250))
+  t.equal(fake.count('/jwks'), 3, 'neither schedules a refresh')
+
+  const other = await withProvider(t)
+  other.jwks.keys = fake.jwks.keys
+  const keys = new ProviderKeys(makeProvider({ jwksUri: `${other.origin}/jwks` }), { refreshIntervalMs: 150 })
+  t.teardown(() => keys.stop())
+  await keys.start()
+  for (let i = 0; i < 3; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 40))
+    await keys.refresh()
+  }
+  const before = other.count('/jwks')
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  t.ok(other.count('/jwks') - before <= 1, `one timer pending, not four (${other.count('/jwks') - before} background fetches)`)
 })
