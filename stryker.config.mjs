@@ -62,8 +62,9 @@ export const modules = {
     tests: ['test/unit/idp-introspection.test.ts']
   },
   'idp-verifier': {
+    // The focused test drives ExternalVerifier directly (test/integration/external-idp.test.ts, end to end, takes longer).
     mutate: ['src/idp/verifier.ts'],
-    tests: ['test/integration/external-idp.test.ts']
+    tests: ['test/integration/external-verifier.test.ts']
   }
 }
 
