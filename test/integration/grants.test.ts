@@ -4,9 +4,9 @@ import type { Scope } from '../../src/auth/scopes.ts'
 import type { Executor } from '../../src/db/client.ts'
 import { oauthCodes, oauthGrants, oauthTokens, type OAuthClient } from '../../src/db/schema.ts'
 import { hashSecret, sha256Base64Url } from '../../src/lib/secrets.ts'
-import { registerDynamicClient } from '../../src/oauth/client-store.ts'
+import { createPreregisteredClient, registerDynamicClient } from '../../src/oauth/client-store.ts'
 import { OAuthError } from '../../src/oauth/errors.ts'
-import { createGrantWithCode, redeemCode, refreshTokens, revokeGrant, type TokenResponse } from '../../src/oauth/grants.ts'
+import { clientCredentialsTokens, createGrantWithCode, redeemCode, refreshTokens, revokeGrant, type TokenResponse } from '../../src/oauth/grants.ts'
 import { AUTH_NOTIFY_CHANNEL } from '../../src/auth/invalidation.ts'
 import { createPrincipal, setPrincipalDisabled } from '../../src/principals/store.ts'
 import { createTestDatabase } from '../helpers/database.ts'
@@ -323,4 +323,42 @@ t.test('refresh_token: losing the race to a concurrent rotation (or revocation) 
     t.equal(grant?.revokedReason, 'refresh_reuse', `${column}: the family is revoked`)
     t.equal((await tokensOfGrant(grant?.id ?? 0)).length, 2, `${column}: no new token was issued`)
   }
+})
+
+t.test('a spent code or rotated refresh token stays a replay after it expires (the family is revoked, not just refused)', async (t) => {
+  const { id } = await newPrincipal()
+  const client = await newClient()
+  const code = await newCode(client, id)
+  const first = await redeem(client, code)
+  await db.update(oauthCodes).set({ expiresAt: new Date(Date.now() - 3_600_000) }).where(eq(oauthCodes.codeHash, hashSecret(code)))
+  t.equal(await refusal(redeem(client, code)), 'invalid_grant: The authorization code was already used; every token issued from it is now revoked')
+  t.match(await grantOf(code), { revokedReason: 'code_replay' })
+
+  const other = await redeem(client, await newCode(client, id))
+  await refreshTokens(db, { client, refreshToken: other.refresh_token as string, scopes: undefined, resource: undefined }, LIFETIMES)
+  await db.update(oauthTokens).set({ expiresAt: new Date(Date.now() - 3_600_000) }).where(eq(oauthTokens.tokenHash, hashSecret(other.refresh_token as string)))
+  t.equal(await refusal(refreshTokens(db, { client, refreshToken: other.refresh_token as string, scopes: undefined, resource: undefined }, LIFETIMES)),
+    'invalid_grant: The refresh token was already used; the authorization is revoked and the user must connect again')
+  const [grant] = await db.select().from(oauthGrants).where(eq(oauthGrants.id, (await tokenRow(other.refresh_token as string))?.grantId ?? 0))
+  t.equal(grant?.revokedReason, 'refresh_reuse')
+  t.ok(first.access_token)
+})
+
+t.test('refresh_token: every scope beyond the grant is named', async (t) => {
+  const { id } = await newPrincipal()
+  const client = await newClient()
+  const tokens = await redeem(client, await newCode(client, id, ['bus:read']))
+  t.equal(await refusal(refreshTokens(db, { client, refreshToken: tokens.refresh_token as string, scopes: ['bus:write', 'bus:admin' as Scope], resource: undefined }, LIFETIMES)),
+    'invalid_scope: The grant does not include bus:write bus:admin')
+})
+
+t.test('client_credentials: an access token only, stored alone', async (t) => {
+  const { name } = await newPrincipal('bus:read')
+  const { client } = await createPreregisteredClient(db, { name: 'machine', redirectUris: [], principal: name, confidential: true })
+  const response = await clientCredentialsTokens(db, client, undefined, RESOURCE, LIFETIMES)
+  t.same(Object.keys(response).sort(), ['access_token', 'expires_in', 'scope', 'token_type'], 'no refresh_token member at all')
+  t.equal(response.scope, 'bus:read')
+  const row = await tokenRow(response.access_token)
+  t.match(row, { kind: 'access', scopes: ['bus:read'], resource: RESOURCE, revokedAt: null })
+  t.same((await tokensOfGrant(row?.grantId ?? 0)).map((r) => r.kind), ['access'])
 })
