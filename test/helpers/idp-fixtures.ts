@@ -1,3 +1,4 @@
+import { ExternalTokenError } from '../../src/idp/errors.ts'
 /**
  * Forgeries and a fake provider for the external identity provider unit tests: signing keys, a
  * complete IdpProvider with DESIGN.md's defaults, and a loopback HTTP server that plays the
@@ -134,4 +135,20 @@ export async function startFakeProvider (): Promise<FakeProvider> {
   routes.set('/jwks', (_req, res) => json(res, 200, fake.jwks))
   routes.set('/.well-known/openid-configuration', (_req, res) => json(res, 200, { issuer: origin, jwks_uri: `${origin}/jwks` }))
   return fake
+}
+
+/** The ExternalTokenError a promise rejects with; any other outcome fails the test. */
+export async function refusalOf (promise: Promise<unknown>): Promise<ExternalTokenError> {
+  try {
+    await promise
+  } catch (err) {
+    if (err instanceof ExternalTokenError) return err
+    throw err
+  }
+  throw new Error('expected a refusal')
+}
+
+/** The reason code of that refusal. */
+export async function reasonOf (promise: Promise<unknown>): Promise<string> {
+  return (await refusalOf(promise)).reason
 }

@@ -2,7 +2,7 @@ import t, { type Test } from 'tap'
 import { ExternalTokenError } from '../../src/idp/errors.ts'
 import { basicAuthorization, Introspector, type IntrospectorOptions } from '../../src/idp/introspection.ts'
 import type { IdpProvider } from '../../src/idp/types.ts'
-import { json, makeProvider, RESOURCE, startFakeProvider, type FakeProvider } from '../helpers/idp-fixtures.ts'
+import { type FakeProvider, json, makeProvider, reasonOf, refusalOf, RESOURCE, startFakeProvider } from '../helpers/idp-fixtures.ts'
 
 const CLIENT_ID = 'bus client:1'
 const CLIENT_SECRET = 'p@ss word+%/é'
@@ -46,16 +46,6 @@ async function rig (t: Test): Promise<Rig> {
 
 function active (r: Rig, extra: Record<string, unknown> = {}): Record<string, unknown> {
   return { active: true, iss: r.fake.origin, aud: RESOURCE, sub: 'user-1', client_id: 'agent', scope: 'bus:read', exp: Math.floor(r.clock.now / 1000) + 300, ...extra }
-}
-
-async function reasonOf (promise: Promise<unknown>): Promise<string> {
-  try {
-    await promise
-  } catch (err) {
-    if (err instanceof ExternalTokenError) return err.reason
-    throw err
-  }
-  throw new Error('expected a refusal')
 }
 
 t.test('an active token: its claims; the request is RFC 7662 with HTTP Basic client authentication', async (t) => {
@@ -228,16 +218,6 @@ t.test('an oversized token is refused without a request; no introspection settin
   t.equal(r.asked(), 0)
   t.throws(() => new Introspector(makeProvider()), /no introspection settings/)
 })
-
-async function refusalOf (promise: Promise<unknown>): Promise<ExternalTokenError> {
-  try {
-    await promise
-  } catch (err) {
-    if (err instanceof ExternalTokenError) return err
-    throw err
-  }
-  throw new Error('expected a refusal')
-}
 
 t.test('each refusal names the provider and the problem', async (t) => {
   const r = await rig(t)

@@ -5,7 +5,7 @@ import { ExternalTokenError } from '../../src/idp/errors.ts'
 import { looksLikeJwt, MAX_TOKEN_BYTES, peekIssuer, verifyJwtAccessToken } from '../../src/idp/jwt.ts'
 import { ProviderKeys } from '../../src/idp/keys.ts'
 import type { IdpProvider } from '../../src/idp/types.ts'
-import { epoch, makeKey, makeProvider, RESOURCE, sign, startFakeProvider, type FakeProvider, type SigningKey } from '../helpers/idp-fixtures.ts'
+import { epoch, type FakeProvider, makeKey, makeProvider, reasonOf, refusalOf, RESOURCE, sign, type SigningKey, startFakeProvider } from '../helpers/idp-fixtures.ts'
 
 interface Rig { fake: FakeProvider, provider: IdpProvider, keys: ProviderKeys, rsa: SigningKey, ec: SigningKey, claims: (extra?: JWTPayload) => JWTPayload }
 
@@ -24,16 +24,6 @@ async function rig (t: Test, overrides: Partial<IdpProvider> = {}): Promise<Rig>
     iss: fake.origin, aud: RESOURCE, sub: 'user-1', scope: 'bus:read', iat: epoch(), exp: epoch() + 300, ...extra
   })
   return { fake, provider, keys, rsa, ec, claims }
-}
-
-async function reasonOf (promise: Promise<unknown>): Promise<string> {
-  try {
-    await promise
-  } catch (err) {
-    if (err instanceof ExternalTokenError) return err.reason
-    throw err
-  }
-  throw new Error('expected a refusal')
 }
 
 function b64 (value: unknown): string {
@@ -299,16 +289,6 @@ t.test('peekIssuer decodes the payload without verification', async (t) => {
 })
 
 /** The refusal itself: its reason, message and cause are asserted below. */
-async function refusalOf (promise: Promise<unknown>): Promise<ExternalTokenError> {
-  try {
-    await promise
-  } catch (err) {
-    if (err instanceof ExternalTokenError) return err
-    throw err
-  }
-  throw new Error('expected a refusal')
-}
-
 t.test('the size limit is exactly MAX_TOKEN_BYTES, in characters and in UTF-8 bytes', async (t) => {
   const provider = makeProvider()
   const keys = { getKey: async () => { throw new Error('no key is asked for') } }

@@ -4,7 +4,7 @@ import t, { type Test } from 'tap'
 import { ExternalTokenError } from '../../src/idp/errors.ts'
 import { checkFetchUrl, fetchJson } from '../../src/idp/fetch.ts'
 import { discover, ProviderKeys } from '../../src/idp/keys.ts'
-import { json, makeKey, makeProvider, startFakeProvider, type FakeProvider } from '../helpers/idp-fixtures.ts'
+import { type FakeProvider, json, makeKey, makeProvider, reasonOf, startFakeProvider } from '../helpers/idp-fixtures.ts'
 
 async function withProvider (t: Test): Promise<FakeProvider> {
   const fake = await startFakeProvider()
@@ -13,16 +13,6 @@ async function withProvider (t: Test): Promise<FakeProvider> {
 }
 
 /** The reason of the ExternalTokenError `promise` rejects with. */
-async function reasonOf (promise: Promise<unknown>): Promise<string> {
-  try {
-    await promise
-  } catch (err) {
-    if (err instanceof ExternalTokenError) return err.reason
-    throw err
-  }
-  throw new Error('expected a refusal')
-}
-
 function header (alg: string, kid?: string, extra: Partial<JWSHeaderParameters> = {}): JWSHeaderParameters {
   return { alg, ...(kid !== undefined ? { kid } : {}), ...extra }
 }
