@@ -10,6 +10,8 @@ import { clientCredentialsTokens, createGrantWithCode, redeemCode, refreshTokens
 import { AUTH_NOTIFY_CHANNEL } from '../../src/auth/invalidation.ts'
 import { createPrincipal, setPrincipalDisabled } from '../../src/principals/store.ts'
 import { createTestDatabase } from '../helpers/database.ts'
+import { postgres, testNeeding } from '../helpers/requirements.ts'
+import { lockRow, lockWaiters } from '../helpers/row-lock.ts'
 
 /**
  * Code and refresh-token redemption (src/oauth/grants.ts) called directly on a database: every
@@ -89,7 +91,7 @@ async function at<T> (time: number, fn: () => Promise<T>): Promise<T> {
  * (run on the same transaction): as if a concurrent request had committed between this
  * request's SELECT and its UPDATE.
  */
-function racing (table: typeof oauthCodes | typeof oauthTokens, race: (tx: Executor) => Promise<unknown>): Executor {
+function racing (table: typeof oauthCodes, race: (tx: Executor) => Promise<unknown>): Executor {
   let raced = false
   const wrapTx = (tx: Executor): Executor => new Proxy(tx, {
     get (target, prop, receiver) {
@@ -309,14 +311,19 @@ t.test('refresh_token: presenting a rotated token revokes the family', async (t)
   t.not((await tokenRow(second.access_token))?.revokedAt, null, 'and the current access token')
 })
 
-t.test('refresh_token: losing the race to a concurrent rotation (or revocation) is a reuse', async (t) => {
+// A refresh reads and writes in one statement; the embedded database runs one statement whole
+// before the next, so only PostgreSQL can commit another writer's change in between.
+testNeeding(t, 'refresh_token: losing the race to a concurrent rotation (or revocation) is a reuse', [postgres()], async (t) => {
   for (const column of ['rotated_at', 'revoked_at'] as const) {
     const { id } = await newPrincipal()
     const client = await newClient()
     const tokens = await redeem(client, await newCode(client, id))
     const hash = hashSecret(tokens.refresh_token as string)
-    const raced = racing(oauthTokens, async (tx) => await tx.execute(sql`update oauth_tokens set ${sql.identifier(column)} = now() where token_hash = ${hash}`))
-    t.equal(await refusal(refreshTokens(raced, { client, refreshToken: tokens.refresh_token as string, scopes: undefined, resource: undefined }, LIFETIMES)),
+    const lock = await lockRow(db, sql`select id from oauth_tokens where token_hash = ${hash} for update`)
+    const refused = refusal(refreshTokens(db, { client, refreshToken: tokens.refresh_token as string, scopes: undefined, resource: undefined }, LIFETIMES))
+    t.equal(await lockWaiters(db, 'with presented as', 1, 30_000), 1, `${column}: the refresh read the token unspent and waits to spend it`)
+    await lock.release(async (tx) => await tx.execute(sql`update oauth_tokens set ${sql.identifier(column)} = now() where token_hash = ${hash}`))
+    t.equal(await refused,
       'invalid_grant: The refresh token was already used; the authorization is revoked and the user must connect again', `${column} set concurrently`)
     const [token] = await db.select().from(oauthTokens).where(eq(oauthTokens.tokenHash, hash))
     const [grant] = await db.select().from(oauthGrants).where(eq(oauthGrants.id, token?.grantId ?? 0))
