@@ -6,6 +6,7 @@ import {
   MAX_BODY_BYTES, MAX_METADATA_BYTES, MAX_READ_LIMIT, MAX_WAIT_SECONDS
 } from './limits.ts'
 import { channelTopic, inboxTopic, messagePayloadPrefix, type BusEvents } from './events.ts'
+import { ReadBatcher } from './read-batcher.ts'
 import { SendBatcher } from './send-batcher.ts'
 import { Waiters } from './waiters.ts'
 
@@ -39,11 +40,13 @@ export class Bus {
   private readonly database: Database
   private readonly events: BusEvents
   private readonly batcher: SendBatcher
+  private readonly reads: ReadBatcher
 
   constructor (database: Database, events: BusEvents) {
     this.database = database
     this.events = events
     this.batcher = new SendBatcher(database)
+    this.reads = new ReadBatcher(database)
   }
 
   /** Wakes long-polls on sends from every process sharing the database (src/bus/events.ts). */
@@ -261,31 +264,9 @@ export class Bus {
    * the caller's cursor, and the oldest `limit` messages after `after` (default: the cursor).
    */
   private async snapshot (caller: Caller, channel: string | undefined, after: number | undefined, limit: number): Promise<{ stream: string, messages: BusMessage[], next_after: number, cursor: number } | undefined> {
-    const key = channel ?? INBOX_STREAM
-    const cursor = sql`coalesce((select position from cursors where principal_id = ${caller.principalId} and stream = ${key}), 0)`
-    const from = after === undefined ? cursor : sql`${after}::bigint`
-    const stream = channel === undefined
-      ? sql`select null::bigint as id`
-      : sql`select id from channels where name = ${channel}`
-    const matches = channel === undefined ? sql`m.recipient_id = ${caller.principalId}` : sql`m.channel_id = st.id`
-    const rows = rowsOf<{ found: boolean, cursor: string | number, messages: string | MessageRow[] }>(await this.database.db.execute(sql`
-      with st as (${stream})
-      select exists (select 1 from st) as found, ${cursor} as cursor,
-        coalesce((
-          select json_agg(page order by page.id) from (
-            select m.id, s.name as "from", m.body, m.metadata,
-              -- ISO 8601 as toISOString() writes it, so no date is parsed per message here.
-              to_char(m.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as created_at
-            from st, messages m join principals s on s.id = m.sender_id
-            where ${matches} and m.id > ${from}
-            order by m.id limit ${limit}
-          ) page
-        ), '[]') as messages`))
-    const row = firstRow(rows)
-    if (!row.found) return undefined
-    const position = Number(row.cursor)
-    const pageRows = typeof row.messages === 'string' ? JSON.parse(row.messages) as MessageRow[] : row.messages
-    const messages = pageRows.map((r) => ({
+    const page = await this.reads.read({ principalId: caller.principalId, channel: channel ?? null, after: after ?? null, limit })
+    if (!page.found) return undefined
+    const messages = page.messages.map((r) => ({
       id: Number(r.id),
       channel: channel ?? null,
       from: r.from,
@@ -294,7 +275,7 @@ export class Bus {
       metadata: r.metadata,
       created_at: r.created_at
     }))
-    return { stream: key, messages, next_after: messages.at(-1)?.id ?? after ?? position, cursor: position }
+    return { stream: channel ?? INBOX_STREAM, messages, next_after: messages.at(-1)?.id ?? after ?? page.cursor, cursor: page.cursor }
   }
 
   private async resolveStream (channel: string | undefined): Promise<Stream> {
@@ -353,9 +334,6 @@ function waiterKey (caller: Caller, stream: Stream): string {
   return stream.kind === 'inbox' ? inboxTopic(caller.principalId) : channelTopic(stream.name)
 }
 
-/** A page row as json_agg gives it: numbers and strings (created_at already in ISO 8601, UTC, milliseconds). */
-interface MessageRow { id: number, from: string, body: string, metadata: Record<string, unknown> | null, created_at: string }
-
 function missingChannel (name: string): BusInputError {
   return new BusInputError(`channel "${name}" does not exist; channels are created by the first bus_send to them (bus_channels lists the existing ones)`)
 }
@@ -390,12 +368,6 @@ function checkNumber (value: number, name: string, min: number, max: number): nu
     throw new BusInputError(`${name} must be from ${min} to ${max} seconds`)
   }
   return value
-}
-
-function firstRow<T> (rows: T[]): T {
-  const row = rows[0]
-  if (row === undefined) throw new Error('statement returned no row')
-  return row
 }
 
 function toIso (value: Date | string): string {

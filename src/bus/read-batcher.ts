@@ -1,0 +1,146 @@
+import { sql } from 'drizzle-orm'
+import { rowsOf, type Database } from '../db/client.ts'
+import { INBOX_STREAM } from '../db/schema.ts'
+
+/** One read of a stream without waiting: a channel (by name) or, with `channel` null, the reader's inbox. */
+export interface PendingRead {
+  principalId: number
+  channel: string | null
+  /** Messages with ids above this; null: above the reader's cursor on the stream. */
+  after: number | null
+  limit: number
+}
+
+/** A page as stored: `found` false when the channel does not exist. */
+export interface ReadPage {
+  found: boolean
+  cursor: number
+  messages: PageMessage[]
+}
+
+export interface PageMessage { id: number, from: string, body: string, metadata: Record<string, unknown> | null, created_at: string }
+
+/** A message as a page shows it; dates as ISO 8601 the way toISOString() writes them, so none is parsed here. */
+const PAGE_COLUMNS = sql.raw(`m.id, s.name as "from", m.body, m.metadata,
+  to_char(m.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as created_at`)
+
+/** Distinct reads in one statement at most (a read returns at most MAX_READ_LIMIT messages). */
+const MAX_BATCH_READS = 128
+
+interface Waiting { key: string, read: PendingRead, resolve: (page: ReadPage) => void, reject: (err: unknown) => void }
+
+/**
+ * Reads go to the database the way sends do (decision 0032): a read that finds no statement in
+ * flight goes at once, alone; reads that arrive while one is in flight wait for it and then go
+ * together in the next, one statement and one round trip for all of them. Identical reads in one
+ * batch (same reader, stream, position and limit) are asked once and answered alike.
+ *
+ * Each read still sees every message committed before it arrived: its statement starts after
+ * it arrived, and the one statement's snapshot is the same for every read in it.
+ *
+ * A batch that fails is retried one read at a time, so a read that fails does so alone.
+ */
+export class ReadBatcher {
+  private queue: Waiting[] = []
+  private running = false
+  private readonly database: Database
+
+  constructor (database: Database) {
+    this.database = database
+  }
+
+  async read (read: PendingRead): Promise<ReadPage> {
+    return await new Promise<ReadPage>((resolve, reject) => {
+      const key = `${read.principalId} ${read.after ?? '-'} ${read.limit} ${read.channel ?? ''}`
+      this.queue.push({ key, read, resolve, reject })
+      if (!this.running) void this.drain()
+    })
+  }
+
+  private async drain (): Promise<void> {
+    this.running = true
+    try {
+      while (this.queue.length > 0) {
+        const batch = this.take()
+        const reads = [...batch.values()]
+        try {
+          const pages = await this.fetch(reads.map((group) => group[0]?.read as PendingRead))
+          reads.forEach((group, i) => { settle(group, pages[i]) })
+        } catch (err) {
+          if (reads.length === 1) {
+            settle(reads[0] ?? [], undefined, err)
+            continue
+          }
+          for (const group of reads) {
+            try {
+              settle(group, (await this.fetch([group[0]?.read as PendingRead]))[0])
+            } catch (alone) {
+              settle(group, undefined, alone)
+            }
+          }
+        }
+      }
+    } finally {
+      this.running = false
+    }
+  }
+
+  /** The next batch, grouped by identical read, in arrival order (at most MAX_BATCH_READS distinct reads). */
+  private take (): Map<string, Waiting[]> {
+    const groups = new Map<string, Waiting[]>()
+    let taken = 0
+    for (const waiting of this.queue) {
+      const group = groups.get(waiting.key)
+      if (group !== undefined) {
+        group.push(waiting)
+      } else {
+        if (groups.size === MAX_BATCH_READS) break
+        groups.set(waiting.key, [waiting])
+      }
+      taken++
+    }
+    this.queue = this.queue.slice(taken)
+    return groups
+  }
+
+  /** One statement for the reads; pages come back in their order. */
+  private async fetch (reads: PendingRead[]): Promise<ReadPage[]> {
+    // One JSON parameter carries the batch, as for sends: the same on both drivers.
+    const input = JSON.stringify(reads.map((r, i) => ({ n: i + 1, principal: r.principalId, channel: r.channel, after: r.after, lim: r.limit })))
+    // Each page is one of two guarded branches (a channel's messages, or the inbox's) so that each
+    // keeps its own index (messages_channel_idx, messages_recipient_idx) and its LIMIT.
+    const rows = rowsOf<{ found: boolean, cursor: string | number, messages: string | PageMessage[] }>(await this.database.db.execute(sql`
+      with input as (
+        select * from jsonb_to_recordset(${input}::jsonb) as t(n int, principal bigint, channel text, after bigint, lim int)
+      )
+      select input.channel is null or st.id is not null as found, coalesce(c.position, 0) as cursor,
+        coalesce((
+          select json_agg(page order by page.id) from (
+            (select ${PAGE_COLUMNS} from messages m join principals s on s.id = m.sender_id
+              where st.id is not null and m.channel_id = st.id and m.id > coalesce(input.after, c.position, 0)
+              order by m.id limit input.lim)
+            union all
+            (select ${PAGE_COLUMNS} from messages m join principals s on s.id = m.sender_id
+              where input.channel is null and m.recipient_id = input.principal and m.id > coalesce(input.after, c.position, 0)
+              order by m.id limit input.lim)
+          ) page
+        ), '[]') as messages
+      from input
+        left join channels st on st.name = input.channel
+        left join cursors c on c.principal_id = input.principal and c.stream = coalesce(input.channel, ${INBOX_STREAM})
+      order by input.n`))
+    if (rows.length !== reads.length) throw new Error(`read ${rows.length} of ${reads.length} pages`)
+    return rows.map((row) => ({
+      found: row.found,
+      cursor: Number(row.cursor),
+      messages: typeof row.messages === 'string' ? JSON.parse(row.messages) as PageMessage[] : row.messages
+    }))
+  }
+}
+
+function settle (group: Waiting[], page: ReadPage | undefined, err?: unknown): void {
+  for (const waiting of group) {
+    if (page !== undefined) waiting.resolve(page)
+    else waiting.reject(err ?? new Error('no page was read'))
+  }
+}
