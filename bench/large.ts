@@ -4,7 +4,8 @@ import { apiTokenFor, seedChannel, startOurServer, type OurServer } from './lib/
 import { renderTable } from './lib/report.ts'
 import { runRounds, type RoundOptions } from './lib/rounds.ts'
 import { callTool, rpcHeaders, toolCallBody } from './lib/rpc.ts'
-import type { Target } from './targets.ts'
+import { refreshMeasure } from './refresh.ts'
+import { readMeasure, sendMeasure, type Target } from './targets.ts'
 
 interface LargeRig {
   connections: number
@@ -28,11 +29,21 @@ async function read (rig: LargeRig, side: Side): Promise<Measure> {
   return httpMeasure({ url: side.server.mcpUrl, servers: [side.server], connections: rig.connections, headers: rpcHeaders(side.token), body })
 }
 
+/** Each figure twice, on the empty database and on the large one; the large one within 10 %. */
+function pair (key: string, label: string, measure: (rig: LargeRig, side: Side) => Promise<Measure>): Array<Target<LargeRig>> {
+  return [
+    { key: `${key}-empty`, label: `${label}, empty tables`, checks: [], setup: async (rig) => await measure(rig, rig.empty) },
+    { key: `${key}-large`, label: `${label}, large tables`, checks: [{ kind: 'ratio', of: `${key}-empty`, min: 0.9 }], setup: async (rig) => await measure(rig, rig.large) }
+  ]
+}
+
 const LARGE_TARGETS: Array<Target<LargeRig>> = [
-  { key: 'whoami-empty', label: 'whoami, empty tables', checks: [], setup: async (rig) => await whoami(rig, rig.empty) },
-  { key: 'whoami-large', label: 'whoami, large tables', checks: [{ kind: 'ratio', of: 'whoami-empty', min: 0.9 }], setup: async (rig) => await whoami(rig, rig.large) },
-  { key: 'read-empty', label: 'bus_read newest 10, empty tables', checks: [], setup: async (rig) => await read(rig, rig.empty) },
-  { key: 'read-large', label: 'bus_read newest 10, large tables', checks: [{ kind: 'ratio', of: 'read-empty', min: 0.9 }], setup: async (rig) => await read(rig, rig.large) }
+  ...pair('whoami', 'whoami', whoami),
+  ...pair('read', 'bus_read newest 10', read),
+  ...pair('read20', 'bus_read 20 after id 0', async (rig, side) => await readMeasure(rig, side.server, side.token)),
+  ...pair('send-hot', 'bus_send, one hot channel', async (rig, side) => await sendMeasure(rig, side.server, side.token, false)),
+  ...pair('send-spread', 'bus_send, 90 channels and 10 inboxes', async (rig, side) => await sendMeasure(rig, side.server, side.token, true)),
+  ...pair('refresh', 'token endpoint, refresh grant', async (rig, side) => await refreshMeasure(side.server, rig.connections))
 ]
 
 /**
@@ -42,12 +53,12 @@ const LARGE_TARGETS: Array<Target<LargeRig>> = [
  */
 export async function runLarge (options: Omit<RoundOptions, 'log'> & { connections: number, rows: number, log: (line: string) => void }): Promise<boolean> {
   const rows = options.rows.toLocaleString('en-US')
-  console.log(`large: rounds ${options.rounds} x ${options.seconds} s, ${options.connections} connections; empty database vs ${rows} rows in api_tokens and in messages`)
+  console.log(`large: rounds ${options.rounds} x ${options.seconds} s, ${options.connections} connections; empty database vs ${rows} rows in api_tokens, messages and audit_log`)
   const [emptyDb, largeDb] = await Promise.all([createBenchDatabase(), createBenchDatabase()])
   const emptyServer = await startOurServer('empty', emptyDb.url)
   const largeServer = await startOurServer('large', largeDb.url)
   const t0 = performance.now()
-  options.log(`inserting ${rows} api_tokens and ${rows} messages (generate_series)`)
+  options.log(`inserting ${rows} api_tokens, ${rows} messages and ${rows} audit rows (generate_series)`)
   await insertBulkRows(largeDb.url, options.rows)
   options.log(`inserted in ${((performance.now() - t0) / 1000).toFixed(0)} s`)
   const side = async (server: OurServer): Promise<Side> => {

@@ -7,7 +7,7 @@
  *
  *   npm run bench                          default run (a few minutes)
  *   npm run bench -- --soak [--requests N] RSS of our server before/after N requests (1,000,000)
- *   npm run bench -- --large [--rows N]    whoami and bus_read with 1M rows in api_tokens and messages
+ *   npm run bench -- --large [--rows N]    every bus figure, whoami and refresh with 1M rows in api_tokens, messages and audit_log
  *   npm run bench -- --profile [--only k]  CPU profile of every server while target k runs (whoami-api)
  *   npm run bench -- --send-designs     message numbering: one counter row vs per-stream order, hot channel and 100 channels, readers checking no id is skipped
  *   npm run bench -- --flood [--tokens N]  a valid client's p99 alone and while its address floods /mcp with N bad tokens (10,000)

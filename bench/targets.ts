@@ -124,7 +124,7 @@ async function mixMeasure (rig: Rig, server: OurServer, token: string): Promise<
 }
 
 /** bus_read of 20 messages after id 0 of a channel (issue 15's read). */
-async function readMeasure (rig: Rig, server: OurServer, token: string): Promise<Measure> {
+export async function readMeasure (rig: Pick<Rig, 'connections'>, server: OurServer, token: string): Promise<Measure> {
   const channel = 'bench-read'
   await seedChannel(server, token, channel, 25)
   const args = { channel, after: 0, limit: 20 }
@@ -138,7 +138,7 @@ async function readMeasure (rig: Rig, server: OurServer, token: string): Promise
  * arrive together are not the same read, so none shares another's answer (src/bus/read-batcher.ts
  * asks identical reads once; the row above, every connection reading from id 0, is that best case).
  */
-async function readDistinctMeasure (rig: Rig, server: OurServer, token: string): Promise<Measure> {
+async function readDistinctMeasure (rig: Pick<Rig, 'connections'>, server: OurServer, token: string): Promise<Measure> {
   const channel = 'bench-read-distinct'
   const last = await seedChannel(server, token, channel, 220)
   const check = await callTool(server.mcpUrl, token, 'bus_read', { channel, after: last - 40, limit: 20 })
@@ -163,7 +163,7 @@ const SPREAD_INBOXES = 10
  * bus_send: every connection to one hot channel, or each send to one of 100 streams (90 channels
  * and the inboxes of 10 principals).
  */
-async function sendMeasure (rig: Rig, server: OurServer, token: string, spread: boolean): Promise<Measure> {
+export async function sendMeasure (rig: Pick<Rig, 'connections'>, server: OurServer, token: string, spread: boolean): Promise<Measure> {
   const streams: Array<Record<string, string>> = spread
     ? [
         ...Array.from({ length: SPREAD_CHANNELS }, (_, i) => ({ channel: `bench-spread-${i}` })),

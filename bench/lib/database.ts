@@ -50,9 +50,10 @@ export async function withSql<T> (url: string, fn: (sql: postgres.Sql) => Promis
 }
 
 /**
- * `--large`: one million rows in api_tokens (under a principal of their own) and one million in
- * messages (spread over a thousand channels), inserted with generate_series, then ANALYZE. The
- * bus_state counter and the channels' counters are moved past them, as real sends would have.
+ * `--large`: one million rows in api_tokens (under a principal of their own), one million in
+ * messages (spread over a thousand channels) and one million in audit_log (the last 30 days),
+ * inserted with generate_series, then ANALYZE. The bus_state counter and the channels' counters
+ * are moved past them, as real sends would have.
  */
 export async function insertBulkRows (url: string, rows = 1_000_000): Promise<void> {
   await withSql(url, async (sql) => {
@@ -79,6 +80,12 @@ export async function insertBulkRows (url: string, rows = 1_000_000): Promise<vo
       update channels c set message_count = s.n, last_message_id = s.last
       from (select channel_id, count(*) as n, max(id) as last from messages group by channel_id) s
       where s.channel_id = c.id`)
+    // A million audit rows over the last 30 days (inside the default retention), as calls leave them.
+    await sql.unsafe(`
+      insert into audit_log (at, principal_id, principal_name, auth_kind, kind, action, outcome, duration_ms)
+      select now() - (i % 2592000) * interval '1 second', ${Number(owner.id)}, 'bulk-owner', 'api_token', 'tool',
+        (array['bus_send','bus_read','whoami'])[1 + i % 3], 'ok', i % 20
+      from generate_series(1, ${rows}) as i`)
     await sql.unsafe('analyze')
   })
 }
