@@ -241,7 +241,10 @@ t.test('refresh_token: rotation issues a new pair and spends the old refresh tok
   const refresh = await tokenRow(second.refresh_token as string)
   t.ok(refresh !== undefined && refresh.expiresAt.getTime() >= before + 7_200_000 && refresh.expiresAt.getTime() <= after + 7_200_000, 'the new refresh token lives REFRESH_TOKEN_TTL')
 
-  const narrowed = await refreshTokens(db, { client, refreshToken: second.refresh_token as string, scopes: ['bus:read'], resource: RESOURCE }, LIFETIMES)
+  const named = await refreshTokens(db, { client, refreshToken: second.refresh_token as string, scopes: ['bus:write', 'bus:read'], resource: RESOURCE }, LIFETIMES)
+  t.equal(named.scope, 'bus:write bus:read', 'every scope of the grant, asked for by name')
+  t.same((await tokenRow(named.refresh_token as string))?.scopes, ['bus:write', 'bus:read'], '... stored as asked')
+  const narrowed = await refreshTokens(db, { client, refreshToken: named.refresh_token as string, scopes: ['bus:read'], resource: RESOURCE }, LIFETIMES)
   t.equal(narrowed.scope, 'bus:read', 'scopes may be narrowed')
   t.same((await tokenRow(narrowed.refresh_token as string))?.scopes, ['bus:read'], '... and the new refresh token holds only those')
   t.equal(await refusal(refreshTokens(db, { client, refreshToken: narrowed.refresh_token as string, scopes: ['bus:read', 'bus:write'], resource: undefined }, LIFETIMES)),
