@@ -1,6 +1,7 @@
 import { sql } from 'drizzle-orm'
 import { rowsOf, type Database } from '../db/client.ts'
 import { INBOX_STREAM } from '../db/schema.ts'
+import { Batcher } from '../lib/batcher.ts'
 
 /** One read of a stream without waiting: a channel (by name) or, with `channel` null, the reader's inbox. */
 export interface PendingRead {
@@ -27,13 +28,12 @@ const PAGE_COLUMNS = sql.raw(`m.id, s.name as "from", m.body, m.metadata,
 /** Distinct reads in one statement at most (a read returns at most MAX_READ_LIMIT messages). */
 const MAX_BATCH_READS = 128
 
-interface Waiting { key: string, read: PendingRead, resolve: (page: ReadPage) => void, reject: (err: unknown) => void }
-
 /**
- * Reads go to the database the way sends do (decision 0032): a read that finds no statement in
- * flight goes at once, alone; reads that arrive while one is in flight wait for it and then go
- * together in the next, one statement and one round trip for all of them. Identical reads in one
- * batch (same reader, stream, position and limit) are asked once and answered alike.
+ * Reads go to the database the way sends do (decision 0032, src/lib/batcher.ts): a read that
+ * finds no statement in flight goes at once, alone; reads that arrive while one is in flight wait
+ * for it and then go together in the next, one statement and one round trip for all of them.
+ * Identical reads in one batch (same reader, stream, position and limit) are asked once and
+ * answered alike.
  *
  * Each read still sees every message committed before it arrived: its statement starts after
  * it arrived, and the one statement's snapshot is the same for every read in it.
@@ -41,66 +41,20 @@ interface Waiting { key: string, read: PendingRead, resolve: (page: ReadPage) =>
  * A batch that fails is retried one read at a time, so a read that fails does so alone.
  */
 export class ReadBatcher {
-  private queue: Waiting[] = []
-  private running = false
   private readonly database: Database
+  private readonly batcher: Batcher<PendingRead, ReadPage>
 
   constructor (database: Database) {
     this.database = database
-  }
-
-  async read (read: PendingRead): Promise<ReadPage> {
-    return await new Promise<ReadPage>((resolve, reject) => {
-      const key = `${read.principalId} ${read.after ?? '-'} ${read.limit} ${read.channel ?? ''}`
-      this.queue.push({ key, read, resolve, reject })
-      if (!this.running) void this.drain()
+    this.batcher = new Batcher({
+      run: async (reads) => await this.fetch(reads),
+      maxItems: MAX_BATCH_READS,
+      key: (read) => `${read.principalId} ${read.after ?? '-'} ${read.limit} ${read.channel ?? ''}`
     })
   }
 
-  private async drain (): Promise<void> {
-    this.running = true
-    try {
-      while (this.queue.length > 0) {
-        const batch = this.take()
-        const reads = [...batch.values()]
-        try {
-          const pages = await this.fetch(reads.map((group) => group[0]?.read as PendingRead))
-          reads.forEach((group, i) => { settle(group, pages[i]) })
-        } catch (err) {
-          if (reads.length === 1) {
-            settle(reads[0] ?? [], undefined, err)
-            continue
-          }
-          for (const group of reads) {
-            try {
-              settle(group, (await this.fetch([group[0]?.read as PendingRead]))[0])
-            } catch (alone) {
-              settle(group, undefined, alone)
-            }
-          }
-        }
-      }
-    } finally {
-      this.running = false
-    }
-  }
-
-  /** The next batch, grouped by identical read, in arrival order (at most MAX_BATCH_READS distinct reads). */
-  private take (): Map<string, Waiting[]> {
-    const groups = new Map<string, Waiting[]>()
-    let taken = 0
-    for (const waiting of this.queue) {
-      const group = groups.get(waiting.key)
-      if (group !== undefined) {
-        group.push(waiting)
-      } else {
-        if (groups.size === MAX_BATCH_READS) break
-        groups.set(waiting.key, [waiting])
-      }
-      taken++
-    }
-    this.queue = this.queue.slice(taken)
-    return groups
+  async read (read: PendingRead): Promise<ReadPage> {
+    return await this.batcher.submit(read)
   }
 
   /** One statement for the reads; pages come back in their order. */
@@ -135,12 +89,5 @@ export class ReadBatcher {
       cursor: Number(row.cursor),
       messages: typeof row.messages === 'string' ? JSON.parse(row.messages) as PageMessage[] : row.messages
     }))
-  }
-}
-
-function settle (group: Waiting[], page: ReadPage | undefined, err?: unknown): void {
-  for (const waiting of group) {
-    if (page !== undefined) waiting.resolve(page)
-    else waiting.reject(err ?? new Error('no page was read'))
   }
 }

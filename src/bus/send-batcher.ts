@@ -1,5 +1,6 @@
 import { sql } from 'drizzle-orm'
 import { rowsOf, type Database } from '../db/client.ts'
+import { Batcher } from '../lib/batcher.ts'
 import { BUS_EVENTS_CHANNEL } from './events.ts'
 
 /** One message to store: on a channel (created on first post) or to a recipient's inbox. */
@@ -20,72 +21,33 @@ export interface StoredSend { id: number, createdAt: Date | string, channelCreat
 const MAX_BATCH_MESSAGES = 256
 const MAX_BATCH_BYTES = 2 * 1024 * 1024
 
-interface Waiting { send: PendingSend, bytes: number, resolve: (stored: StoredSend) => void, reject: (err: unknown) => void }
-
 /**
  * Group commit of sends (decision 0031). A send that finds no statement in flight goes at once,
- * alone; sends that arrive while one is in flight wait for it and then go together in the next.
- * One statement takes as many ids from the counter row as it has messages (decision 0003: ids
- * still commit in order across the whole bus, every replica included), upserts each channel once
- * with its count, inserts every message and NOTIFYs each: one row lock, one commit and one WAL
- * flush for the batch instead of one per message.
+ * alone; sends that arrive while one is in flight wait for it and then go together in the next
+ * (src/lib/batcher.ts). One statement takes as many ids from the counter row as it has messages
+ * (decision 0003: ids still commit in order across the whole bus, every replica included),
+ * upserts each channel once with its count, inserts every message and NOTIFYs each: one row lock,
+ * one commit and one WAL flush for the batch instead of one per message.
  *
  * A batch that fails is retried one message at a time, so a message the database refuses fails
  * alone and the others are stored (an outage fails them all, each with its own error).
  */
 export class SendBatcher {
-  private queue: Waiting[] = []
-  private running = false
   private readonly database: Database
+  private readonly batcher: Batcher<PendingSend, StoredSend>
 
   constructor (database: Database) {
     this.database = database
-  }
-
-  async send (send: PendingSend): Promise<StoredSend> {
-    return await new Promise<StoredSend>((resolve, reject) => {
-      this.queue.push({ send, bytes: Buffer.byteLength(send.body) + (send.metadata?.length ?? 0), resolve, reject })
-      if (!this.running) void this.drain()
+    this.batcher = new Batcher({
+      run: async (sends) => await this.store(sends),
+      maxItems: MAX_BATCH_MESSAGES,
+      weight: (send) => Buffer.byteLength(send.body) + (send.metadata?.length ?? 0),
+      maxWeight: MAX_BATCH_BYTES
     })
   }
 
-  private async drain (): Promise<void> {
-    this.running = true
-    try {
-      while (this.queue.length > 0) {
-        const batch = this.take()
-        try {
-          settle(batch, await this.store(batch.map((w) => w.send)))
-        } catch (err) {
-          if (batch.length === 1) {
-            batch[0]?.reject(err)
-            continue
-          }
-          for (const waiting of batch) {
-            try {
-              settle([waiting], await this.store([waiting.send]))
-            } catch (alone) {
-              waiting.reject(alone)
-            }
-          }
-        }
-      }
-    } finally {
-      this.running = false
-    }
-  }
-
-  /** The next batch: in arrival order, within the message and byte bounds (at least one message). */
-  private take (): Waiting[] {
-    let bytes = 0
-    let count = 0
-    while (count < this.queue.length && count < MAX_BATCH_MESSAGES) {
-      const next = this.queue[count] as Waiting
-      if (count > 0 && bytes + next.bytes > MAX_BATCH_BYTES) break
-      bytes += next.bytes
-      count++
-    }
-    return this.queue.splice(0, count)
+  async send (send: PendingSend): Promise<StoredSend> {
+    return await this.batcher.submit(send)
   }
 
   /** One statement for the whole batch; rows come back in the batch's order. */
@@ -127,8 +89,4 @@ export class SendBatcher {
       return { id: Number(row.id), createdAt: row.created_at, channelCreated: created }
     })
   }
-}
-
-function settle (batch: Waiting[], stored: StoredSend[]): void {
-  batch.forEach((waiting, i) => { waiting.resolve(stored[i] as StoredSend) })
 }
