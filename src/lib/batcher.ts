@@ -40,9 +40,7 @@ export class Batcher<I, R> {
       while (this.queue.length > 0) {
         const groups = this.take()
         try {
-          const results = await this.options.run(groups.map((group) => (group[0] as Waiting<I, R>).item))
-          if (results.length !== groups.length) throw new Error(`a batch of ${groups.length} gave ${results.length} results`)
-          groups.forEach((group, i) => { settle(group, { result: results[i] as R }) })
+          await this.runGroups(groups)
         } catch (err) {
           if (groups.length === 1) {
             settle(groups[0] as Array<Waiting<I, R>>, { err })
@@ -50,8 +48,7 @@ export class Batcher<I, R> {
           }
           for (const group of groups) {
             try {
-              const [result] = await this.options.run([(group[0] as Waiting<I, R>).item])
-              settle(group, result === undefined ? { err: new Error('a batch of 1 gave no result') } : { result })
+              await this.runGroups([group])
             } catch (alone) {
               settle(group, { err: alone })
             }
@@ -61,6 +58,13 @@ export class Batcher<I, R> {
     } finally {
       this.running = false
     }
+  }
+
+  /** Runs one item of each group and settles every group with its result. */
+  private async runGroups (groups: Array<Array<Waiting<I, R>>>): Promise<void> {
+    const results = await this.options.run(groups.map((group) => (group[0] as Waiting<I, R>).item))
+    if (results.length !== groups.length) throw new Error(`a batch of ${groups.length} gave ${results.length} results`)
+    groups.forEach((group, i) => { settle(group, { result: results[i] as R }) })
   }
 
   /** The next batch: groups of identical items, in arrival order, within the bounds (at least one). */

@@ -4,7 +4,7 @@ import t, { type Test } from 'tap'
 import { ExternalTokenError } from '../../src/idp/errors.ts'
 import { checkFetchUrl, fetchJson } from '../../src/idp/fetch.ts'
 import { discover, ProviderKeys } from '../../src/idp/keys.ts'
-import { type FakeProvider, json, makeKey, makeProvider, reasonOf, startFakeProvider } from '../helpers/idp-fixtures.ts'
+import { type FakeProvider, json, makeKey, makeProvider, reasonOf, refusalOf, startFakeProvider } from '../helpers/idp-fixtures.ts'
 
 async function withProvider (t: Test): Promise<FakeProvider> {
   const fake = await startFakeProvider()
@@ -375,16 +375,6 @@ function publicJwk (type: 'ec' | 'ed25519' | 'ed448' | 'x25519', namedCurve?: st
   return publicKey.export({ format: 'jwk' }) as Record<string, unknown>
 }
 
-async function errorOf (promise: Promise<unknown>): Promise<ExternalTokenError> {
-  try {
-    await promise
-  } catch (err) {
-    if (err instanceof ExternalTokenError) return err
-    throw err
-  }
-  throw new Error('expected a refusal')
-}
-
 async function keysFor (t: Test, jwks: unknown[], algorithms = ALL_ALGORITHMS, options = { unknownKidCooldownMs: 60_000 }): Promise<{ fake: FakeProvider, keys: ProviderKeys }> {
   const fake = await withProvider(t)
   fake.route('/jwks', (_req, res) => json(res, 200, { keys: jwks }))
@@ -462,7 +452,7 @@ t.test('a key without kid is found by a token without kid; a key whose kid is no
   t.equal(await reasonOf(keys.getKey(header('ES256', 'x'))), 'unknown_key')
   const numeric = await keysFor(t, [{ ...ec.jwk, kid: 7 }], ['ES256', 'RS256'])
   t.equal(numeric.keys.status().keys, 0)
-  const err = await errorOf(numeric.keys.getKey(header('ES256')))
+  const err = await refusalOf(numeric.keys.getKey(header('ES256')))
   t.equal(err.reason, 'keys_unavailable')
   t.equal(err.message, `provider test: no signing keys yet (${numeric.fake.origin}/jwks: the key set holds no usable signing key for ES256, RS256)`)
 })
@@ -491,7 +481,7 @@ t.test('refusal messages name the provider and the problem; an algorithm mismatc
     [header('ES256', 'c'), 'unknown_key', 'no key with the token\'s kid in the key set']
   ]
   for (const [h, reason, message] of cases) {
-    const err = await errorOf(keys.getKey(h))
+    const err = await refusalOf(keys.getKey(h))
     t.equal(err.reason, reason, message)
     t.equal(err.message, `provider test: ${message}`)
   }
