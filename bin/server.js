@@ -1,4 +1,6 @@
 #!/usr/bin/env node
-// The server (`npm start`): checks the Node version, then runs src/server.ts as it is.
+// The server (`npm start`): checks the Node version, registers the module hooks, then runs
+// src/server.ts as it is.
 import './require-node.js'
+import './module-hooks.js'
 await import('../src/server.ts')

@@ -15,7 +15,7 @@ export async function startOurServer (name: string, databaseUrl: string, nodeArg
   const adminPort = await freePort()
   const process = await spawnServer({
     name,
-    script: 'src/server.ts',
+    script: 'bin/server.js',
     port,
     nodeArgs,
     env: {

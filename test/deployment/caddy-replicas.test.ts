@@ -73,7 +73,7 @@ if (fileNeeds(t, [needed, postgres()])) {
     t.equal(flow.read.messages[0]?.body, 'through the proxy')
 
     // 1b. doctor, run as users run it, passes against the proxied deployment.
-    const doctor = await run(process.execPath, ['src/cli.ts', 'doctor', `${publicUrl}/mcp`, '--json'], { cwd: REPO_ROOT, env: childEnv, timeout: 60_000 })
+    const doctor = await run(process.execPath, ['bin/bus-mcp.js', 'doctor', `${publicUrl}/mcp`, '--json'], { cwd: REPO_ROOT, env: childEnv, timeout: 60_000 })
       .then(({ stdout }) => ({ code: 0, stdout }), (err: { code: number, stdout: string }) => ({ code: err.code, stdout: err.stdout }))
     const checks = JSON.parse(doctor.stdout) as Array<{ name: string, status: string }>
     t.same(checks.filter((c) => c.status === 'fail').map((c) => c.name), [], 'doctor finds no problem through Caddy')

@@ -18,11 +18,11 @@ export interface ServerProcess {
   exited: Promise<number | null>
 }
 
-/** Runs `src/server.ts` as its own process (as `npm start` would), resolved once /healthz answers. */
+/** Runs `bin/server.js` as its own process (as `npm start` does), resolved once /healthz answers. */
 export async function startServerProcess (t: Teardown, env: Record<string, string>): Promise<ServerProcess> {
   const port = await freePort()
   const adminPort = await freePort()
-  const child = spawn(process.execPath, ['src/server.ts'], {
+  const child = spawn(process.execPath, ['bin/server.js'], {
     cwd: REPO_ROOT,
     env: { ...process.env, NODE_OPTIONS: '', PORT: String(port), ADMIN_PORT: String(adminPort), HOST: '127.0.0.1', LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe']

@@ -32,10 +32,10 @@ async function run (args: string[], env: Record<string, string>): Promise<Run> {
   })
 }
 
-/** `node src/server.ts` and `bus-mcp migrate` with this DATABASE_URL. */
+/** `node bin/server.js` and `bus-mcp migrate` with this DATABASE_URL. */
 async function both (databaseUrl: string): Promise<{ server: Run, migrate: Run }> {
   const [server, migrate] = await Promise.all([
-    run(['src/server.ts'], { DATABASE_URL: databaseUrl, PORT: String(await freePort()), ADMIN_PORT: String(await freePort()), LOG_LEVEL: 'warn' }),
+    run(['bin/server.js'], { DATABASE_URL: databaseUrl, PORT: String(await freePort()), ADMIN_PORT: String(await freePort()), LOG_LEVEL: 'warn' }),
     run(['bin/bus-mcp.js', 'migrate'], { DATABASE_URL: databaseUrl })
   ])
   return { server, migrate }
@@ -152,7 +152,7 @@ t.test('a DATA_DIR that cannot be created', async (t) => {
   writeFileSync(file, '')
   const dataDir = join(file, 'data')
   const [server, migrate] = await Promise.all([
-    run(['src/server.ts'], { DATA_DIR: dataDir, PORT: String(await freePort()), ADMIN_PORT: String(await freePort()) }),
+    run(['bin/server.js'], { DATA_DIR: dataDir, PORT: String(await freePort()), ADMIN_PORT: String(await freePort()) }),
     run(['bin/bus-mcp.js', 'migrate'], { DATA_DIR: dataDir })
   ])
   const expected = new RegExp(`^bus-mcp: DATA_DIR ${dataDir.replaceAll('.', '\\.')} cannot be used for the embedded database \\(ENOTDIR: .*\\); point DATA_DIR at a directory this user may write, or set DATABASE_URL$`)

@@ -25,10 +25,10 @@ function check (report: DoctorReport, name: string): CheckResult {
   return found
 }
 
-/** `node src/cli.ts doctor …` as a user would run it; exit code and output. */
+/** `node bin/bus-mcp.js doctor …` as a user would run it; exit code and output. */
 async function runCli (args: string[], env: Record<string, string> = {}): Promise<{ code: number, stdout: string, stderr: string }> {
   return await new Promise((resolve, reject) => {
-    execFile(process.execPath, ['src/cli.ts', 'doctor', ...args], {
+    execFile(process.execPath, ['bin/bus-mcp.js', 'doctor', ...args], {
       cwd: REPO_ROOT, env: { ...process.env, ...env }, timeout: 120_000
     }, (err, stdout, stderr) => {
       if (err !== null && typeof err.code !== 'number') { reject(err); return }

@@ -30,7 +30,7 @@ interface Run { code: number | null, stdout: string, stderr: string }
 
 async function startServer (env: Record<string, string>): Promise<Run> {
   return await new Promise((resolve) => {
-    execFile(process.execPath, ['src/server.ts'], {
+    execFile(process.execPath, ['bin/server.js'], {
       cwd: REPO_ROOT,
       env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: String(0), ADMIN_PORT: String(0), LOG_LEVEL: 'warn', ...env },
       timeout: 60_000

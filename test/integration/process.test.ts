@@ -16,9 +16,9 @@ interface Child { process: ChildProcess, stdout: () => string, stderr: () => str
 const children = new Set<ChildProcess>()
 t.teardown(() => { for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
 
-/** `node src/server.ts` with exactly this environment (plus PATH). */
+/** `node bin/server.js` with exactly this environment (plus PATH). */
 function startServer (env: Record<string, string>): Child {
-  const child = spawn(process.execPath, ['src/server.ts'], {
+  const child = spawn(process.execPath, ['bin/server.js'], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', ...env },
     stdio: ['ignore', 'pipe', 'pipe']
