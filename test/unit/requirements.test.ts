@@ -1,4 +1,6 @@
+import { execFile } from 'node:child_process'
 import t from 'tap'
+import { REPO_ROOT } from '../helpers/processes.ts'
 import { machine, parseMode, tool, verdict, type Requirement } from '../helpers/requirements.ts'
 
 // The rule of test/helpers/requirements.ts, which .ci/run relies on: under REQUIRE_FULL_SUITE a
@@ -48,5 +50,46 @@ t.test('the other database pass and machine properties: always a skip with the r
   for (const mode of ['no', 'all', 'embedded'] as const) {
     t.match(verdict([otherPass], mode), { run: false, skip: /needs the embedded database/ }, `${mode}: other pass`)
     t.same(verdict([noIpv6], mode), { run: false, skip: 'needs IPv6 loopback (::1) (the machine has no ::1)' }, `${mode}: machine`)
+  }
+})
+
+/**
+ * A tap test file using fileNeeds or testNeeding with a missing tool, run as its own process the
+ * way tap runs a test file: its exit code and TAP output.
+ */
+async function runFile (body: string, mode: string | undefined): Promise<{ code: number, output: string }> {
+  const script = `
+    import t from 'tap'
+    import { fileNeeds, testNeeding, tool } from './test/helpers/requirements.ts'
+    const missing = tool('Frobnicator', '/nonexistent/frob', 'frob')
+    ${body}`
+  const env: NodeJS.ProcessEnv = { ...process.env, TAP_CHILD_ID: undefined, TAP: undefined }
+  delete env.REQUIRE_FULL_SUITE
+  if (mode !== undefined) env.REQUIRE_FULL_SUITE = mode
+  return await new Promise((resolve, reject) => {
+    execFile(process.execPath, ['--input-type=module', '-e', script], { cwd: REPO_ROOT, env, timeout: 60_000 }, (error, stdout) => {
+      if (error !== null && typeof error.code !== 'number') reject(error)
+      else resolve({ code: error === null ? 0 : Number(error.code), output: stdout })
+    })
+  })
+}
+
+t.test('in a real test file: a missing tool skips the file or the subtest locally, fails them under REQUIRE_FULL_SUITE', async (t) => {
+  const cases = {
+    'a whole file (fileNeeds)': "if (fileNeeds(t, [missing])) t.pass('ran without Frobnicator')",
+    'a subtest (testNeeding)': "await testNeeding(t, 'frobnicates', [missing], async (t) => { t.pass('ran without Frobnicator') })"
+  }
+  for (const [what, body] of Object.entries(cases)) {
+    const local = await runFile(body, undefined)
+    t.equal(local.code, 0, `${what}, locally: exit 0`)
+    // A skipped file is an empty plan with the reason (tap lists the file as skipped), a subtest a SKIP.
+    t.match(local.output, /(# SKIP|1\.\.0 #) needs Frobnicator at \/nonexistent\/frob/, `${what}, locally: a skip that says why`)
+    t.notMatch(local.output, /ran without/, `${what}, locally: did not run`)
+    for (const mode of ['1', 'embedded']) {
+      const full = await runFile(body, mode)
+      t.not(full.code, 0, `${what}, REQUIRE_FULL_SUITE=${mode}: the file fails`)
+      t.match(full.output, /not ok .*this test must run here, but it needs Frobnicator at \/nonexistent\/frob/, `${what}, REQUIRE_FULL_SUITE=${mode}: a failure that says why`)
+      t.notMatch(full.output, /# SKIP|1\.\.0 #/, `${what}, REQUIRE_FULL_SUITE=${mode}: not a skip`)
+    }
   }
 })
