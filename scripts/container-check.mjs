@@ -8,9 +8,10 @@
 // Plain Node (no dependencies), so it runs before or without `npm ci`.
 import { execFile } from 'node:child_process'
 import { randomBytes, createHash } from 'node:crypto'
-import { readFileSync } from 'node:fs'
+import { readFileSync, realpathSync } from 'node:fs'
 import http from 'node:http'
 import https from 'node:https'
+import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 
 const env = (name) => {
@@ -383,7 +384,7 @@ async function checkOAuthDiscovery () {
 }
 
 /**
- * THE OAUTH FLOW CHECK GOES HERE: the full OAuth 2.1 flow through Caddy against the container,
+ * The full OAuth 2.1 flow through Caddy against the container,
  * as a chat client does it: dynamic registration, authorization with PKCE (the bus runs with
  * AUTO_APPROVE_PRINCIPAL=ct-oauth, so no consent page), code exchange, whoami with the access
  * token (principal ct-oauth, auth kind OAuth), a refresh. Kept to the DESIGN.md contract; it runs
@@ -499,24 +500,33 @@ async function checkEmbedded () {
 
 // ---- main ----------------------------------------------------------------------------------------
 
-console.log(`# container check: PUBLIC_URL ${PUBLIC_URL} (Caddy), bus ${BUS_URL}`)
-await checkImage()
-await checkThroughCaddy()
-const fullPoll = token ? await startFullLongPoll().catch((err) => ({ pending: Promise.resolve({ err, elapsed: 0 }) })) : undefined
-await checkForwardedFor()
-await checkCaddyProxying()
-if (await checkOAuthDiscovery()) await checkOAuthFlow()
-await checkDoctor()
-if (fullPoll) {
-  await check('a full 25 s long-poll (bus_read wait_seconds 25) comes back through Caddy, not cut by a proxy timeout', async () => {
-    const { read, err, elapsed } = await fullPoll.pending
-    if (err) throw new Error(`after ${elapsed} ms: ${err.message}`)
-    assert(Array.isArray(read.messages) && read.messages.length === 0, `bus_read: ${JSON.stringify(read)}`)
-    assert(elapsed >= 20_000, `answered after ${elapsed} ms, before the wait was over`)
-    return `answered after ${elapsed} ms`
-  })
+/** What the checks run so far came to (test/unit/container-verdict.test.ts runs single checks). */
+export function results () { return { passed, failed } }
+export { checkOAuthDiscovery }
+
+async function main () {
+  console.log(`# container check: PUBLIC_URL ${PUBLIC_URL} (Caddy), bus ${BUS_URL}`)
+  await checkImage()
+  await checkThroughCaddy()
+  const fullPoll = token ? await startFullLongPoll().catch((err) => ({ pending: Promise.resolve({ err, elapsed: 0 }) })) : undefined
+  await checkForwardedFor()
+  await checkCaddyProxying()
+  if (await checkOAuthDiscovery()) await checkOAuthFlow()
+  await checkDoctor()
+  if (fullPoll) {
+    await check('a full 25 s long-poll (bus_read wait_seconds 25) comes back through Caddy, not cut by a proxy timeout', async () => {
+      const { read, err, elapsed } = await fullPoll.pending
+      if (err) throw new Error(`after ${elapsed} ms: ${err.message}`)
+      assert(Array.isArray(read.messages) && read.messages.length === 0, `bus_read: ${JSON.stringify(read)}`)
+      assert(elapsed >= 20_000, `answered after ${elapsed} ms, before the wait was over`)
+      return `answered after ${elapsed} ms`
+    })
+  }
+  await checkSigterm()
+  await checkEmbedded()
+  console.log(`container-check: ${passed} passed, ${failed} failed`)
+  process.exit(failed === 0 ? 0 : 1)
 }
-await checkSigterm()
-await checkEmbedded()
-console.log(`container-check: ${passed} passed, ${failed} failed`)
-process.exit(failed === 0 ? 0 : 1)
+
+// Run as a script (container-test.sh); imported, it only defines the checks.
+if (process.argv[1] !== undefined && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url)) await main()

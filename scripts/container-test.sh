@@ -27,6 +27,7 @@
 #
 # Environment (all optional):
 #   CONTAINER_TEST_CACHE   work folder (default /var/tmp/bus-mcp-container-test)
+#   CONTAINER_TEST_LOCK    the one-run-at-a-time lock file (default /tmp/bus-mcp-container-test.lock)
 #   CONTAINER_TEST_KEEP=1  leave the containers running at the end (for debugging)
 #   CONTAINER_TEST_REBUILD_STANDINS=1   rebuild the stand-in base images
 #   CONTAINER_TEST_STORAGE_DRIVER=vfs|overlay   force a storage driver
@@ -43,6 +44,8 @@ set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${CONTAINER_TEST_CACHE:-/var/tmp/bus-mcp-container-test}
+# One run at a time per machine; a test of the "cannot run here" path uses a lock of its own.
+LOCK=${CONTAINER_TEST_LOCK:-/tmp/bus-mcp-container-test.lock}
 PREFIX=bus-mcp-ct                       # names of this script's containers and volumes
 APP_IMAGE=localhost/bus-mcp-server:latest
 STARTED=$(date +%s)
@@ -435,8 +438,8 @@ start_stack () {
 main () {
   cd "$ROOT"
   # One run at a time on a machine: the containers, volumes and ports below are shared.
-  exec 9>/tmp/bus-mcp-container-test.lock
-  if ! flock -n 9; then log "another run holds /tmp/bus-mcp-container-test.lock; waiting"; flock -w 1800 9 || die "still locked after 30 min"; fi
+  exec 9>"$LOCK"
+  if ! flock -n 9; then log "another run holds $LOCK; waiting"; flock -w 1800 9 || die "still locked after 30 min"; fi
   install_tools
   configure_podman
   command -v node >/dev/null || die "node is needed on the host (it runs scripts/container-check.mjs)"
