@@ -7,8 +7,8 @@ export interface OurServer extends ServerProcess {
 }
 
 /**
- * The real server (src/server.ts) in its own process on a PostgreSQL database, as production
- * runs it, with rate limits off (RATE_LIMIT_MULTIPLIER=0) and LOG_LEVEL=warn.
+ * The real server (bin/server.js, as `npm start` runs it) in its own process on a PostgreSQL
+ * database, with rate limits off (RATE_LIMIT_MULTIPLIER=0) and LOG_LEVEL=warn.
  */
 export async function startOurServer (name: string, databaseUrl: string, nodeArgs: string[] = [], env: Record<string, string> = {}): Promise<OurServer> {
   const port = await freePort()
