@@ -46,7 +46,8 @@ export async function createTestDatabase (t: Teardown, options: { migrated?: boo
 /**
  * Fills an empty directory with a migrated embedded database, as if the server had run there
  * once: much faster than letting PGlite run initdb (seconds of CPU) in every test that needs a
- * DATA_DIR. Tests of a truly fresh DATA_DIR should not use this.
+ * DATA_DIR. It carries the snapshot's settings (`SNAPSHOT_SETTINGS`), so a server started on it
+ * starts sooner too. Tests of a truly fresh DATA_DIR should not use this.
  */
 export async function createEmbeddedDataDir (dataDir: string): Promise<void> {
   const pg = await PGlite.create(dataDir, { loadDataDir: await migratedSnapshot() })

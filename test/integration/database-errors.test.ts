@@ -84,6 +84,10 @@ function onTestServer (user: string, database: string): string {
 
 const suffix = randomBytes(4).toString('hex')
 
+// Each case is its own pair of processes, and one of them waits 15 s for an answer that never
+// comes: two cases at a time keep the machine busy meanwhile.
+t.jobs = 2
+
 t.test('a database that does not exist', async (t) => {
   const name = `bus_missing_${suffix}`
   const url = testDatabaseUrl !== undefined

@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
+import { createEmbeddedDataDir } from '../helpers/database.ts'
 import { REPO_ROOT, startServerProcess } from '../helpers/processes.ts'
 import { freePort } from '../helpers/server.ts'
 
@@ -60,7 +61,10 @@ t.test('on PostgreSQL, a driver the fix did not apply to stops the start with on
 })
 
 t.test('on the embedded database the same driver is only a warning: postgres.js is not used', async (t) => {
-  const server = await startServerProcess(t, { DATA_DIR: join(t.testdir(), 'data'), NODE_OPTIONS: `--import=${changedDriverHook(t)}` })
+  // A migrated DATA_DIR, as after a first start: the test is about the driver check, not initdb.
+  const dataDir = join(t.testdir(), 'data')
+  await createEmbeddedDataDir(dataDir)
+  const server = await startServerProcess(t, { DATA_DIR: dataDir, NODE_OPTIONS: `--import=${changedDriverHook(t)}` })
   t.ok((await fetch(`${server.url}/healthz`)).ok, 'the server runs')
   t.match(server.output(), /postgres\.js \d+\.\d+\.\d+ is not the code its connection fix was written for.*\(unused now: no DATABASE_URL, the embedded database runs\)/)
   t.equal(await server.stop(), 0)
