@@ -145,7 +145,13 @@ function optionalString (input: Record<string, unknown>, name: string, max: numb
   if (typeof value !== 'string' || value.length > max) throw new ClientMetadataError(`${label(name, source)} must be a string of at most ${max} characters`)
   // PostgreSQL text and jsonb cannot hold NUL. (Registration stores every member; a document's are checked for control characters.)
   if (source === 'registration' && value.includes('\u0000')) throw new ClientMetadataError(`${label(name, source)} contains a NUL character`)
+  checkWellFormed(value, name, source)
   return value
+}
+
+/** jsonb refuses a lone surrogate (JSON can carry one as `\ud800`): refused here, not by the database. */
+function checkWellFormed (value: string, name: string, source: ClientMetadataSource): void {
+  if (!value.isWellFormed()) throw new ClientMetadataError(`${source === 'preregistered' ? name : label(name, source)} must be well-formed Unicode (it has a lone surrogate)`)
 }
 
 /** An optional array of strings, each `itemLength.min` to `itemLength.max` characters (absent or null: undefined). */
@@ -155,6 +161,7 @@ function optionalStringArray (input: Record<string, unknown>, name: string, max:
   if (!Array.isArray(value) || value.length > max || value.some((v) => typeof v !== 'string' || v.length < itemLength.min || v.length > itemLength.max)) {
     throw new ClientMetadataError(`${label(name, source)} must be an array of at most ${max} strings`)
   }
+  for (const item of value as string[]) checkWellFormed(item, name, source)
   return value as string[]
 }
 
@@ -246,6 +253,7 @@ function readApplicationType (input: Record<string, unknown>): string | undefine
 function readPreregisteredName (value: unknown): string {
   const name = typeof value === 'string' ? value : ''
   if (name.trim() === '' || name.length > CLIENT_METADATA_LIMITS.clientName) throw new ClientMetadataError(`--name is 1-${CLIENT_METADATA_LIMITS.clientName} characters`)
+  checkWellFormed(name, '--name', 'preregistered')
   return name.trim()
 }
 

@@ -221,7 +221,11 @@ t.test('unsupported metadata: invalid_client_metadata', async (t) => {
     ['client_name with a right-to-left override', { client_name: 'Claude\u202Etxt.exe' }],
     ['client_name with a bidi isolate', { client_name: 'Claude\u2067x\u2069' }],
     ['client_name with a control character', { client_name: 'Claude\u0007' }],
-    ['client_name with an embedded newline', { client_name: 'Claude\nVerified by the server admin' }]
+    ['client_name with an embedded newline', { client_name: 'Claude\nVerified by the server admin' }],
+    // JSON.stringify writes a lone surrogate as "\ud800", which jsonb refuses: a 400, not a failed insert.
+    ['client_name with a lone surrogate', { client_name: 'Claude\ud800' }],
+    ['client_uri with a lone surrogate', { client_uri: '\ud800' }],
+    ['software_version with a lone low surrogate', { software_version: '1\udc00' }]
   ]
   for (const [name, metadata] of cases) {
     const response = await register(server, { ...base, ...metadata })

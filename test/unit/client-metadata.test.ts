@@ -184,6 +184,11 @@ t.test('client_name', async (t) => {
   }
   t.match(refusal({ ...base, client_name: 'a\u0000b' }, registration), { message: '"client_name" contains a NUL character' })
   t.match(refusal({ ...doc, client_name: 'a\u0000b' }, document), { message: /control/ })
+  // JSON carries a lone surrogate as "\ud800"; jsonb refuses one, so it must be refused before it is stored.
+  t.match(refusal({ ...base, client_name: 'a\ud800' }, registration), { code: 'invalid_client_metadata', message: '"client_name" must be well-formed Unicode (it has a lone surrogate)' })
+  t.match(refusal({ ...doc, client_name: '\udc00b' }, document), { message: 'client_name must be well-formed Unicode (it has a lone surrogate)' })
+  t.match(refusal({ ...base, client_name: 'a\ud800' }, preregistered), { message: '--name must be well-formed Unicode (it has a lone surrogate)' })
+  t.equal(ok({ ...base, client_name: 'Claude \ud83e\udd16' }, registration).clientName, 'Claude 🤖', 'a surrogate pair is a character like any other')
 })
 
 t.test('scope: the request rule at registration, kept as written in a document, strict for the admin', async (t) => {
@@ -220,6 +225,7 @@ t.test('other members', async (t) => {
   }, 'registration keeps them as strings')
   t.match(refusal({ ...base, application_type: 'desktop' }, registration), { message: 'application_type must be "web" or "native"' })
   t.match(refusal({ ...base, policy_uri: 7 }, registration), { message: '"policy_uri" must be a string of at most 2000 characters' })
+  t.match(refusal({ ...base, client_uri: '\ud800' }, registration), { code: 'invalid_client_metadata', message: '"client_uri" must be well-formed Unicode (it has a lone surrogate)' })
 
   const fromDocument = ok({ ...base, ...links, client_id: DOC, application_type: 'desktop' }, document)
   t.equal(fromDocument.clientUri, 'https://a.example/')
