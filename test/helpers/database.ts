@@ -122,8 +122,11 @@ async function buildMigratedTemplate (): Promise<string> {
       await admin.unsafe(`alter database ${building} rename to ${name}`)
     } catch (err) {
       await admin.unsafe(`drop database if exists ${building} with (force)`)
-      // Another test file finished the same template first: use theirs.
-      if ((err as { code?: string }).code !== '42P04') throw err
+      // Another test file finished the same template first: use theirs. PostgreSQL reports the
+      // name taken as duplicate_database, or, when both renames reach the catalog at once, as a
+      // unique violation on pg_database's name index.
+      const code = (err as { code?: string }).code
+      if (code !== '42P04' && code !== '23505') throw err
     }
     return name
   } finally {
