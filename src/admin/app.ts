@@ -1,3 +1,4 @@
+import { AjvCompiler } from '@fastify/ajv-compiler'
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify'
 import { desc } from 'drizzle-orm'
 import { parseBearer } from '../auth/bearer.ts'
@@ -19,6 +20,63 @@ import { checkKnownProvider, linkIdentity, listIdentities, MAX_SUBJECT_LENGTH, u
 const nameParam = { type: 'object', required: ['name'], properties: { name: { type: 'string', minLength: 1, maxLength: 64 } } } as const
 // Ids are bigints; beyond 2^53 a JSON number cannot name one exactly, and beyond 2^63 the query would fail.
 const idParam = { type: 'object', required: ['id'], properties: { id: { type: 'integer', minimum: 1, maximum: Number.MAX_SAFE_INTEGER } } } as const
+const scopesValue = { anyOf: [{ type: 'string', maxLength: 200 }, { type: 'array', maxItems: 10, items: { type: 'string', maxLength: 64 } }] } as const
+
+/**
+ * The routes' request schemas. They are module constants, and every admin app in the process
+ * validates with one compiler (`sharedValidators`), so each schema is compiled once per process
+ * rather than once per app: a test file builds several (decision 0035).
+ */
+const schemas = {
+  principalBody: {
+    type: 'object',
+    required: ['name'],
+    additionalProperties: false,
+    properties: { name: { type: 'string', maxLength: 64 }, scopes: scopesValue }
+  },
+  tokensQuery: { type: 'object', additionalProperties: false, properties: { principal: { type: 'string', maxLength: 64 } } },
+  tokenBody: {
+    type: 'object',
+    required: ['principal'],
+    additionalProperties: false,
+    properties: {
+      principal: { type: 'string', maxLength: 64 },
+      scopes: scopesValue,
+      label: { type: 'string', maxLength: 200 },
+      expires_in: { type: 'integer' }
+    }
+  },
+  clientBody: {
+    type: 'object',
+    required: ['name'],
+    additionalProperties: false,
+    properties: {
+      name: { type: 'string', maxLength: CLIENT_METADATA_LIMITS.clientName },
+      redirect_uris: { type: 'array', maxItems: CLIENT_METADATA_LIMITS.redirectUris, items: { type: 'string', maxLength: CLIENT_METADATA_LIMITS.stringLength } },
+      principal: { type: 'string', maxLength: 64 },
+      confidential: { type: 'boolean' },
+      scopes: { type: 'string', maxLength: 200 }
+    }
+  },
+  clientIdParam: { type: 'object', required: ['clientId'], properties: { clientId: { type: 'string', minLength: 1, maxLength: 2000 } } },
+  grantsQuery: { type: 'object', additionalProperties: false, properties: { principal: { type: 'string', maxLength: 64 }, client: { type: 'string', maxLength: 2000 } } },
+  identitiesQuery: { type: 'object', additionalProperties: false, properties: { provider: { type: 'string', maxLength: 64 } } },
+  identityBody: {
+    type: 'object',
+    required: ['provider', 'subject', 'principal'],
+    additionalProperties: false,
+    properties: {
+      provider: { type: 'string', maxLength: 64 },
+      subject: { type: 'string', maxLength: MAX_SUBJECT_LENGTH },
+      principal: { type: 'string', maxLength: 64 }
+    }
+  },
+  loginCodeBody: { type: 'object', required: ['principal'], additionalProperties: false, properties: { principal: { type: 'string', maxLength: 64 } } },
+  auditQuery: { type: 'object', additionalProperties: false, properties: { limit: { type: 'integer', minimum: 1, maximum: 10000 } } }
+} as const
+
+/** Fastify's own validator compiler (the one it would make per app), shared by every admin app. */
+const sharedValidators = AjvCompiler()
 
 /**
  * The admin API: a second listener on loopback (or behind ADMIN_TOKEN), never routed through
@@ -58,14 +116,7 @@ export async function adminRoutes (fastify: FastifyInstance, { runtime }: { runt
   fastify.get('/principals', async () => ({ principals: await listPrincipals(db) }))
 
   fastify.post<{ Body: { name: string, scopes?: string | string[] } }>('/principals', {
-    schema: {
-      body: {
-        type: 'object',
-        required: ['name'],
-        additionalProperties: false,
-        properties: { name: { type: 'string', maxLength: 64 }, scopes: { anyOf: [{ type: 'string', maxLength: 200 }, { type: 'array', maxItems: 10, items: { type: 'string', maxLength: 64 } }] } }
-      }
-    }
+    schema: { body: schemas.principalBody }
   }, async (request, reply) => {
     const principal = await createPrincipal(db, request.body.name, request.body.scopes)
     record('principal.add', principal.name)
@@ -81,23 +132,11 @@ export async function adminRoutes (fastify: FastifyInstance, { runtime }: { runt
   }
 
   fastify.get<{ Querystring: { principal?: string } }>('/tokens', {
-    schema: { querystring: { type: 'object', additionalProperties: false, properties: { principal: { type: 'string', maxLength: 64 } } } }
+    schema: { querystring: schemas.tokensQuery }
   }, async (request) => ({ tokens: await listApiTokens(db, request.query.principal) }))
 
   fastify.post<{ Body: { principal: string, scopes?: string | string[], label?: string, expires_in?: number } }>('/tokens', {
-    schema: {
-      body: {
-        type: 'object',
-        required: ['principal'],
-        additionalProperties: false,
-        properties: {
-          principal: { type: 'string', maxLength: 64 },
-          scopes: { anyOf: [{ type: 'string', maxLength: 200 }, { type: 'array', maxItems: 10, items: { type: 'string', maxLength: 64 } }] },
-          label: { type: 'string', maxLength: 200 },
-          expires_in: { type: 'integer' }
-        }
-      }
-    }
+    schema: { body: schemas.tokenBody }
   }, async (request, reply) => {
     const { principal, scopes, label, expires_in: expiresIn } = request.body
     const issued = await issueApiToken(db, { principal, scopes, label, expiresIn })
@@ -114,20 +153,7 @@ export async function adminRoutes (fastify: FastifyInstance, { runtime }: { runt
   fastify.get('/clients', async () => ({ clients: await listClients(db) }))
 
   fastify.post<{ Body: { name: string, redirect_uris?: string[], principal?: string, confidential?: boolean, scopes?: string } }>('/clients', {
-    schema: {
-      body: {
-        type: 'object',
-        required: ['name'],
-        additionalProperties: false,
-        properties: {
-          name: { type: 'string', maxLength: CLIENT_METADATA_LIMITS.clientName },
-          redirect_uris: { type: 'array', maxItems: CLIENT_METADATA_LIMITS.redirectUris, items: { type: 'string', maxLength: CLIENT_METADATA_LIMITS.stringLength } },
-          principal: { type: 'string', maxLength: 64 },
-          confidential: { type: 'boolean' },
-          scopes: { type: 'string', maxLength: 200 }
-        }
-      }
-    }
+    schema: { body: schemas.clientBody }
   }, async (request, reply) => {
     const { name, redirect_uris: redirectUris = [], principal, confidential, scopes } = request.body
     const registered = await createPreregisteredClient(db, { name, redirectUris, principal, confidential, scopes })
@@ -136,7 +162,7 @@ export async function adminRoutes (fastify: FastifyInstance, { runtime }: { runt
   })
 
   fastify.delete<{ Params: { clientId: string } }>('/clients/:clientId', {
-    schema: { params: { type: 'object', required: ['clientId'], properties: { clientId: { type: 'string', minLength: 1, maxLength: 2000 } } } }
+    schema: { params: schemas.clientIdParam }
   }, async (request) => {
     await removeClient(db, request.params.clientId)
     record('client.remove', request.params.clientId)
@@ -144,7 +170,7 @@ export async function adminRoutes (fastify: FastifyInstance, { runtime }: { runt
   })
 
   fastify.get<{ Querystring: { principal?: string, client?: string } }>('/grants', {
-    schema: { querystring: { type: 'object', additionalProperties: false, properties: { principal: { type: 'string', maxLength: 64 }, client: { type: 'string', maxLength: 2000 } } } }
+    schema: { querystring: schemas.grantsQuery }
   }, async (request) => ({ grants: await listGrants(db, { principal: request.query.principal, clientId: request.query.client }) }))
 
   fastify.post<{ Params: { id: number } }>('/grants/:id/revoke', { schema: { params: idParam } }, async (request) => {
@@ -157,7 +183,7 @@ export async function adminRoutes (fastify: FastifyInstance, { runtime }: { runt
   const knownProviders = config.identityProviders.map((p) => p.id)
 
   fastify.get<{ Querystring: { provider?: string } }>('/identities', {
-    schema: { querystring: { type: 'object', additionalProperties: false, properties: { provider: { type: 'string', maxLength: 64 } } } }
+    schema: { querystring: schemas.identitiesQuery }
   }, async (request) => {
     const { provider } = request.query
     const identities = await listIdentities(db, provider)
@@ -168,18 +194,7 @@ export async function adminRoutes (fastify: FastifyInstance, { runtime }: { runt
   })
 
   fastify.post<{ Body: { provider: string, subject: string, principal: string } }>('/identities', {
-    schema: {
-      body: {
-        type: 'object',
-        required: ['provider', 'subject', 'principal'],
-        additionalProperties: false,
-        properties: {
-          provider: { type: 'string', maxLength: 64 },
-          subject: { type: 'string', maxLength: MAX_SUBJECT_LENGTH },
-          principal: { type: 'string', maxLength: 64 }
-        }
-      }
-    }
+    schema: { body: schemas.identityBody }
   }, async (request, reply) => {
     const linked = await linkIdentity(db, request.body, knownProviders)
     record('identity.link', `${linked.provider} #${linked.id} -> ${linked.principal}`)
@@ -193,7 +208,7 @@ export async function adminRoutes (fastify: FastifyInstance, { runtime }: { runt
   })
 
   fastify.post<{ Body: { principal: string } }>('/login-codes', {
-    schema: { body: { type: 'object', required: ['principal'], additionalProperties: false, properties: { principal: { type: 'string', maxLength: 64 } } } }
+    schema: { body: schemas.loginCodeBody }
   }, async (request, reply) => {
     const issued = await createLoginCode(db, request.body.principal)
     record('login-code.issue', issued.principal)
@@ -201,7 +216,7 @@ export async function adminRoutes (fastify: FastifyInstance, { runtime }: { runt
   })
 
   fastify.get<{ Querystring: { limit?: number } }>('/audit', {
-    schema: { querystring: { type: 'object', additionalProperties: false, properties: { limit: { type: 'integer', minimum: 1, maximum: 10000 } } } }
+    schema: { querystring: schemas.auditQuery }
   }, async (request) => {
     await audit.flush()
     const rows = await db.select().from(auditLog).orderBy(desc(auditLog.id)).limit(request.query.limit ?? 50)
@@ -233,7 +248,11 @@ export async function adminRoutes (fastify: FastifyInstance, { runtime }: { runt
 }
 
 export async function buildAdminApp (runtime: Runtime): Promise<FastifyInstance> {
-  const fastify = Fastify({ loggerInstance: runtime.log.child({ listener: 'admin' }), bodyLimit: 64 * 1024 })
+  const fastify = Fastify({
+    loggerInstance: runtime.log.child({ listener: 'admin' }),
+    bodyLimit: 64 * 1024,
+    schemaController: { compilersFactory: { buildValidator: sharedValidators } }
+  })
   await fastify.register(adminRoutes, { runtime })
   return fastify
 }
