@@ -158,6 +158,12 @@ if (fileNeeds(t, [needed, postgres()])) {
     // 5. SIGKILL one replica mid-traffic: every acknowledged send is readable afterwards.
     const acknowledged: number[] = []
     let failures = 0
+    // What each failed send got (status, tool error or exception), to tell a proxy's refusal from the bus's.
+    const failureKinds = new Map<string, number>()
+    const failed = (kind: string): void => {
+      failures++
+      failureKinds.set(kind, (failureKinds.get(kind) ?? 0) + 1)
+    }
     // From this process, through Caddy, with an agent that trusts Caddy's root.
     const { Agent } = await import('undici')
     const dispatcher = new Agent({ connect: { ca: readFileSync(rootCa, 'utf8') } })
@@ -170,12 +176,13 @@ if (fileNeeds(t, [needed, postgres()])) {
           body: JSON.stringify({ jsonrpc: '2.0', id: i, method: 'tools/call', params: { name: 'bus_send', arguments: { channel: 'crash', body: `m${i}` } } }),
           dispatcher
         })
-        const body = await response.json() as { result?: { structuredContent?: { id?: number }, isError?: boolean } }
+        const text = await response.text()
+        const body = (text === '' ? {} : JSON.parse(text)) as { result?: { structuredContent?: { id?: number }, isError?: boolean, content?: Array<{ text?: string }> } }
         const id = body.result?.structuredContent?.id
         if (response.status === 200 && body.result?.isError !== true && typeof id === 'number') acknowledged.push(id)
-        else failures++
-      } catch {
-        failures++
+        else failed(`HTTP ${response.status}${body.result?.isError === true ? ` tool error: ${body.result.content?.[0]?.text?.slice(0, 120) ?? ''}` : ''}${text === '' ? ' (empty body)' : ''}`)
+      } catch (err) {
+        failed(`${(err as Error).name}: ${(err as Error).message.slice(0, 120)}`)
       }
     }
     let next = 0
@@ -186,7 +193,9 @@ if (fileNeeds(t, [needed, postgres()])) {
     two.kill('SIGKILL')
     await two.exited
     await Promise.all(workers)
-    t.ok(acknowledged.length >= 200, `${acknowledged.length} sends acknowledged, ${failures} failed while a replica died`)
+    const enough = t.ok(acknowledged.length >= 200, `${acknowledged.length} sends acknowledged, ${failures} failed while a replica died`)
+    if (failures > 0) t.comment(`failed sends: ${JSON.stringify(Object.fromEntries(failureKinds))}`)
+    if (!enough) t.comment(`caddy's log, last lines:\n${caddyLog.trim().split('\n').slice(-40).join('\n')}`)
     const readBack = await call(one, 'bus_read', { channel: 'crash', after: 0, limit: 500 }) as { messages: Array<{ id: number }> }
     const stored = new Set(readBack.messages.map((m) => m.id))
     const lost = acknowledged.filter((id) => !stored.has(id))
