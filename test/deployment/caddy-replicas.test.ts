@@ -195,7 +195,10 @@ if (fileNeeds(t, [needed, postgres()])) {
     await Promise.all(workers)
     const enough = t.ok(acknowledged.length >= 200, `${acknowledged.length} sends acknowledged, ${failures} failed while a replica died`)
     if (failures > 0) t.comment(`failed sends: ${JSON.stringify(Object.fromEntries(failureKinds))}`)
-    if (!enough) t.comment(`caddy's log, last lines:\n${caddyLog.trim().split('\n').slice(-40).join('\n')}`)
+    if (!enough) {
+      t.comment(`caddy's log, last lines:\n${caddyLog.trim().split('\n').slice(-40).join('\n')}`)
+      t.comment(`replica one: exit ${String(one.child.exitCode ?? one.child.signalCode ?? 'none (running)')}, output:\n${one.output().slice(-3000)}`)
+    }
     const readBack = await call(one, 'bus_read', { channel: 'crash', after: 0, limit: 500 }) as { messages: Array<{ id: number }> }
     const stored = new Set(readBack.messages.map((m) => m.id))
     const lost = acknowledged.filter((id) => !stored.has(id))
