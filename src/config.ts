@@ -1,4 +1,5 @@
 import { isIP } from 'node:net'
+import { connectTimeoutProblem } from './db/connect-timeout.ts'
 import { isLoopbackHost } from './lib/loopback.ts'
 import { loadIdpFile } from './idp/config.ts'
 import type { IdpProvider } from './idp/types.ts'
@@ -107,6 +108,8 @@ export function loadConfig (env: Env = process.env): Config {
     throw new ConfigError('DATABASE_URL', 'is not a valid URL; the form is postgres://USER:PASSWORD@HOST:PORT/DATABASE (port 1-65535), ' +
       'with characters such as @ : / # ? % in the user or password percent-encoded (# as %23)')
   }
+  const connectTimeout = databaseUrl === undefined ? undefined : connectTimeoutProblem(databaseUrl)
+  if (connectTimeout !== undefined) throw new ConfigError('DATABASE_URL', connectTimeout)
 
   const adminPort = readPort(read, 'ADMIN_PORT', 8089)
   const adminHost = read('ADMIN_HOST') ?? '127.0.0.1'

@@ -4,6 +4,7 @@ import { sql as drizzleSql } from 'drizzle-orm'
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core'
 import { drizzle as drizzlePglite } from 'drizzle-orm/pglite'
 import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js'
+import { connectTimeoutOf } from './connect-timeout.ts'
 import { acquireDataDirLock, type DataDirLock } from './data-dir-lock.ts'
 import { postgres } from './postgres-driver.ts'
 import * as schema from './schema.ts'
@@ -41,7 +42,7 @@ export async function openDatabase (options: DatabaseOptions): Promise<Database>
 function openPostgres (url: string, poolSize: number): Database {
   const client = postgres(url, {
     max: poolSize,
-    connect_timeout: 5,
+    connect_timeout: connectTimeoutOf(url) ?? 5,
     idle_timeout: 60,
     // postgres.js waits before reconnecting a closed connection, and by default that wait grows
     // with every failure in the pool (3^n / 100 s, up to 20 s): after an outage, requests queued

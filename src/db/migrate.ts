@@ -5,6 +5,7 @@ import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator'
 import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js'
 import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator'
 import { rowsOf, type Database } from './client.ts'
+import { connectTimeoutOf } from './connect-timeout.ts'
 import { DatabaseNoAnswerError } from './errors.ts'
 import { postgres } from './postgres-driver.ts'
 
@@ -25,9 +26,9 @@ export async function migrate (database: Database, databaseUrl?: string): Promis
     await migratePglite(database.db as unknown as Parameters<typeof migratePglite>[0], { migrationsFolder: MIGRATIONS_FOLDER })
     return
   }
-  const client = postgres(databaseUrl, { max: 1, onnotice: () => {}, connect_timeout: 10 })
+  const client = postgres(databaseUrl, { max: 1, onnotice: () => {}, connect_timeout: connectTimeoutOf(databaseUrl) ?? 10 })
   try {
-    await firstAnswer(client)
+    await firstAnswer(client, firstAnswerSeconds(databaseUrl))
     await client`select pg_advisory_lock(${MIGRATION_LOCK_KEY})`
     await migratePostgres(drizzlePostgres(client), { migrationsFolder: MIGRATIONS_FOLDER })
     await client`select pg_advisory_unlock(${MIGRATION_LOCK_KEY})`
@@ -39,17 +40,20 @@ export async function migrate (database: Database, databaseUrl?: string): Promis
 type Client = ReturnType<typeof postgres>
 
 /**
- * How long the first answer may take. A refused, unresolvable or silent address fails sooner
- * (connect_timeout); this bounds the case postgres.js retries forever: a port that accepts the
- * connection and answers in another protocol (DATABASE_URL pointing at an HTTP port, say).
+ * How long the first answer may take: DATABASE_URL's connect_timeout, or 15 s. A refused,
+ * unresolvable or silent address fails sooner (connect_timeout); this bounds the case postgres.js
+ * retries forever: a port that accepts the connection and answers in another protocol
+ * (DATABASE_URL pointing at an HTTP port, say).
  */
-const FIRST_ANSWER_SECONDS = 15
+export function firstAnswerSeconds (databaseUrl: string): number {
+  return connectTimeoutOf(databaseUrl) ?? 15
+}
 
 /** Waits for PostgreSQL to answer `select 1`; rejects with the driver's error, or DatabaseNoAnswerError. */
-async function firstAnswer (client: Client): Promise<void> {
+async function firstAnswer (client: Client, seconds: number): Promise<void> {
   let timer: NodeJS.Timeout | undefined
   const deadline = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => { reject(new DatabaseNoAnswerError(FIRST_ANSWER_SECONDS)) }, FIRST_ANSWER_SECONDS * 1000)
+    timer = setTimeout(() => { reject(new DatabaseNoAnswerError(seconds)) }, seconds * 1000)
   })
   const query = client`select 1`.execute()
   query.catch(() => {})
@@ -69,9 +73,9 @@ async function firstAnswer (client: Client): Promise<void> {
  * (for `bus-mcp migrate`, before it opens a pool).
  */
 export async function checkPostgres (databaseUrl: string): Promise<void> {
-  const client = postgres(databaseUrl, { max: 1, onnotice: () => {}, connect_timeout: 10 })
+  const client = postgres(databaseUrl, { max: 1, onnotice: () => {}, connect_timeout: connectTimeoutOf(databaseUrl) ?? 10 })
   try {
-    await firstAnswer(client)
+    await firstAnswer(client, firstAnswerSeconds(databaseUrl))
   } finally {
     await client.end({ timeout: 5 })
   }

@@ -101,6 +101,9 @@ const bad: Array<[Record<string, string>, string, RegExp]> = [
   [{ PUBLIC_URL: 'http://bus.lan', ALLOW_INSECURE_PUBLIC_URL: '0' }, 'PUBLIC_URL', /must use https/],
   [{ PUBLIC_URL: 'https://bus.example.com/?' }, 'PUBLIC_URL', /query or fragment/],
   [{ DATABASE_URL: 'localhost:5432/bus' }, 'DATABASE_URL', /postgres:\/\//],
+  [{ DATABASE_URL: 'postgres://bus:pw@db/bus?connect_timeout=0' }, 'DATABASE_URL', /^DATABASE_URL: connect_timeout must be a whole number of seconds from 1 to 3600$/],
+  [{ DATABASE_URL: 'postgres://bus:pw@h1:5432,h2:5433/bus?sslmode=require&connect_timeout=2.5' }, 'DATABASE_URL', /connect_timeout must be a whole number/],
+  [{ DATABASE_URL: 'postgres://bus:pw@db/bus?connect_timeout=5&connect_timeout=6' }, 'DATABASE_URL', /connect_timeout is given more than once/],
   [{ ADMIN_HOST: '::' }, 'ADMIN_HOST', /ADMIN_TOKEN/],
   [{ ADMIN_HOST: 'admin.example.com' }, 'ADMIN_HOST', /ADMIN_TOKEN/],
   [{ ADMIN_HOST: '0.0.0.0', ADMIN_TOKEN: 'fifteen-chars!!' }, 'ADMIN_TOKEN', /at least 16/],
@@ -148,6 +151,7 @@ t.test('empty and blank values mean unset; LOG_LEVEL is case-insensitive; RATE_L
   t.equal(config.rateLimitMultiplier, 0)
   t.equal(loadConfig({ RATE_LIMIT_MULTIPLIER: '0.5' }).rateLimitMultiplier, 0.5)
   t.equal(loadConfig({ DATABASE_URL: 'postgresql://u@db/bus' }).databaseUrl, 'postgresql://u@db/bus')
+  t.equal(loadConfig({ DATABASE_URL: 'postgresql://u@db/bus?connect_timeout=30' }).databaseUrl, 'postgresql://u@db/bus?connect_timeout=30')
 })
 
 t.test('isLoopbackHost', async (t) => {
