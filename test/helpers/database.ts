@@ -6,6 +6,7 @@ import { PGlite } from '@electric-sql/pglite'
 import postgres from 'postgres'
 import { wrapPglite, type Database } from '../../src/db/client.ts'
 import { MIGRATIONS_FOLDER, migrate } from '../../src/db/migrate.ts'
+import { databaseState, RecycledDatabases, serializePristine } from './recycled-databases.ts'
 
 /** The subset of a tap `Test` the helpers need (keeps them usable from any test file). */
 export interface Teardown { teardown: (fn: () => unknown) => void }
@@ -21,8 +22,10 @@ export interface TestDatabase {
 }
 
 /**
- * A migrated, empty database that belongs to this test alone and is dropped at teardown.
- * PostgreSQL: `CREATE DATABASE bus_test_<random>` on the `TEST_DATABASE_URL` server.
+ * A migrated, empty database that belongs to this test alone until its teardown.
+ * PostgreSQL: a database `bus_test_<random>` on the `TEST_DATABASE_URL` server, a copy of the
+ * migrated template or one an earlier test of this process gave back, reset to the same state
+ * (`migratedPostgresDatabase`); an empty one (`migrated: false`) is created and dropped.
  * Embedded: an in-memory PGlite loaded from a migrated snapshot (creating PGlite from scratch
  * and migrating takes seconds; loading the snapshot a fraction of one, see `SNAPSHOT_SETTINGS`).
  */
@@ -36,7 +39,7 @@ export async function createTestDatabase (t: Teardown, options: { migrated?: boo
     t.teardown(() => database.close().catch(() => {}))
     return { database, url: undefined }
   }
-  const url = await createPostgresDatabase(t, migrated ? { template: await migratedTemplate() } : {})
+  const url = migrated ? await migratedPostgresDatabase(t) : await createPostgresDatabase(t)
   const { openDatabase } = await import('../../src/db/client.ts')
   const database = await openDatabase({ databaseUrl: url, dataDir: '', poolSize: 5 })
   t.teardown(() => database.close().catch(() => {}))
@@ -54,15 +57,12 @@ export async function createEmbeddedDataDir (dataDir: string): Promise<void> {
   await pg.close()
 }
 
-/**
- * A new PostgreSQL database on the test server, empty or a copy of `template`; dropped (even with
- * open connections) at teardown.
- */
-export async function createPostgresDatabase (t: Teardown, options: { template?: string } = {}): Promise<string> {
+/** A new, empty PostgreSQL database on the test server; dropped (even with open connections) at teardown. */
+export async function createPostgresDatabase (t: Teardown): Promise<string> {
   if (testDatabaseUrl === undefined) throw new Error('TEST_DATABASE_URL is not set')
   const name = `bus_test_${randomBytes(6).toString('hex')}`
   const admin = postgres(testDatabaseUrl, { max: 1, onnotice: () => {} })
-  await admin.unsafe(options.template === undefined ? `create database ${name}` : `create database ${name} template ${options.template}`)
+  await admin.unsafe(`create database ${name}`)
   await admin.end()
   t.teardown(async () => {
     const dropper = postgres(testDatabaseUrl, { max: 1, onnotice: () => {} })
@@ -72,6 +72,23 @@ export async function createPostgresDatabase (t: Teardown, options: { template?:
   const url = new URL(testDatabaseUrl)
   url.pathname = `/${name}`
   return url.toString()
+}
+
+let recycled: RecycledDatabases | undefined
+
+/**
+ * A migrated PostgreSQL database of this test's own: a spare an earlier test gave back, reset to
+ * the state of a fresh copy, or else a new copy of the template. At teardown it is reset and
+ * parked for the next test (see `RecycledDatabases`).
+ */
+async function migratedPostgresDatabase (t: Teardown): Promise<string> {
+  if (testDatabaseUrl === undefined) throw new Error('TEST_DATABASE_URL is not set')
+  const template = await migratedTemplate()
+  recycled ??= new RecycledDatabases(testDatabaseUrl, template, template.slice(TEMPLATE_PREFIX.length))
+  const pool = recycled
+  const name = await pool.claim()
+  t.teardown(async () => { await pool.giveBack(name) })
+  return pool.urlOf(name)
 }
 
 /** The migrations' content (SQL files and the journal that orders them), for naming what was built from them. */
@@ -86,6 +103,10 @@ function migrationsHash (): string {
 
 let template: Promise<string> | undefined
 
+const TEMPLATE_PREFIX = 'bus_test_template_'
+/** Part of the template's name: a template built before it held its fresh state as its comment is not used. */
+const TEMPLATE_FORMAT = 'comment: pristine state v1'
+
 /**
  * The name of a migrated PostgreSQL database that test databases are copied from (`CREATE
  * DATABASE … TEMPLATE`, a fraction of the time running the migrations takes). Keyed by the
@@ -94,14 +115,14 @@ let template: Promise<string> | undefined
  * one. It takes no connections (a connected template cannot be copied) and stays on the server
  * for the next run, like the embedded snapshot stays in the temporary folder.
  */
-async function migratedTemplate (): Promise<string> {
+export async function migratedTemplate (): Promise<string> {
   template ??= buildMigratedTemplate()
   return await template
 }
 
 async function buildMigratedTemplate (): Promise<string> {
   if (testDatabaseUrl === undefined) throw new Error('TEST_DATABASE_URL is not set')
-  const name = `bus_test_template_${migrationsHash()}`
+  const name = `${TEMPLATE_PREFIX}${createHash('sha256').update(migrationsHash()).update(TEMPLATE_FORMAT).digest('hex').slice(0, 16)}`
   const admin = postgres(testDatabaseUrl, { max: 1, onnotice: () => {} })
   try {
     const [existing] = await admin`select 1 from pg_database where datname = ${name}`
@@ -118,6 +139,9 @@ async function buildMigratedTemplate (): Promise<string> {
       } finally {
         await database.close()
       }
+      // What a fresh copy holds, for resetting a test's database to it (recycled-databases.ts).
+      const pristine = serializePristine(await databaseState(url.toString()))
+      await admin.unsafe(`comment on database ${building} is '${pristine.replaceAll("'", "''")}'`)
       await admin.unsafe(`alter database ${building} with allow_connections false`)
       await admin.unsafe(`alter database ${building} rename to ${name}`)
     } catch (err) {
