@@ -193,25 +193,30 @@ if (fileNeeds(t, [needed, postgres()])) {
     two.kill('SIGKILL')
     await two.exited
     await Promise.all(workers)
-    const enough = t.ok(acknowledged.length >= 200, `${acknowledged.length} sends acknowledged, ${failures} failed while a replica died`)
+    // What went wrong goes into the failure's own message: every reporter shows that (not all show
+    // comments, and a test's stderr can be cut off when it ends).
+    const diagnosis = (): string => `\ncaddy's log, last lines:\n${caddyLog.trim().split('\n').slice(-40).join('\n')}` +
+      `\nreplica one: exit ${String(one.child.exitCode ?? one.child.signalCode ?? 'none (running)')}, output:\n${one.output().slice(-2000)}`
     if (failures > 0) t.comment(`failed sends: ${JSON.stringify(Object.fromEntries(failureKinds))}`)
-    if (!enough) {
-      t.comment(`caddy's log, last lines:\n${caddyLog.trim().split('\n').slice(-40).join('\n')}`)
-      t.comment(`replica one: exit ${String(one.child.exitCode ?? one.child.signalCode ?? 'none (running)')}, output:\n${one.output().slice(-3000)}`)
-    }
+    t.ok(acknowledged.length >= 200, `${acknowledged.length} sends acknowledged, ${failures} failed while a replica died` +
+      (acknowledged.length >= 200 ? '' : `: ${JSON.stringify(Object.fromEntries(failureKinds))}${diagnosis()}`))
     const readBack = await call(one, 'bus_read', { channel: 'crash', after: 0, limit: 500 }) as { messages: Array<{ id: number }> }
     const stored = new Set(readBack.messages.map((m) => m.id))
     const lost = acknowledged.filter((id) => !stored.has(id))
     t.same(lost, [], 'no acknowledged message is lost')
 
     // 6. The long-poll through Caddy is neither buffered nor cut.
+    const pollStarted = Date.now()
     const viaProxy = await fetch(`${publicUrl}/mcp`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', accept: 'application/json', authorization: `Bearer ${token}` },
       body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'bus_read', arguments: { channel: 'wake', after: 1_000_000_000, wait_seconds: 3 } } }),
       dispatcher
     })
-    t.equal(viaProxy.status, 200, 'a 3 s long-poll comes back through the proxy')
+    if (viaProxy.status !== 200) {
+      t.fail(`a 3 s long-poll comes back through the proxy: it got ${viaProxy.status} after ${Date.now() - pollStarted} ms ${await viaProxy.text()}${diagnosis()}`)
+      return
+    }
     t.equal(((await viaProxy.json()) as { result: { structuredContent: { messages: unknown[] } } }).result.structuredContent.messages.length, 0)
   })
 }
