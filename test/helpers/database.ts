@@ -24,8 +24,8 @@ export interface TestDatabase {
 /**
  * A migrated, empty database that belongs to this test alone until its teardown.
  * PostgreSQL: a database `bus_test_<random>` on the `TEST_DATABASE_URL` server, a copy of the
- * migrated template or one an earlier test of this process gave back, reset to the same state
- * (`migratedPostgresDatabase`); an empty one (`migrated: false`) is created and dropped.
+ * migrated template or a spare an earlier test (of any test file) gave back, reset to the same
+ * state (`migratedPostgresDatabase`); an empty one (`migrated: false`) is created and dropped.
  * Embedded: an in-memory PGlite loaded from a migrated snapshot (creating PGlite from scratch
  * and migrating takes seconds; loading the snapshot a fraction of one, see `SNAPSHOT_SETTINGS`).
  */
