@@ -108,8 +108,8 @@ export function loadConfig (env: Env = process.env): Config {
     throw new ConfigError('DATABASE_URL', 'is not a valid URL; the form is postgres://USER:PASSWORD@HOST:PORT/DATABASE (port 1-65535), ' +
       'with characters such as @ : / # ? % in the user or password percent-encoded (# as %23)')
   }
-  const connectTimeout = databaseUrl === undefined ? undefined : connectTimeoutProblem(databaseUrl)
-  if (connectTimeout !== undefined) throw new ConfigError('DATABASE_URL', connectTimeout)
+  const timeoutProblem = databaseUrl === undefined ? undefined : connectTimeoutProblem(databaseUrl)
+  if (timeoutProblem !== undefined) throw new ConfigError('DATABASE_URL', timeoutProblem)
 
   const adminPort = readPort(read, 'ADMIN_PORT', 8089)
   const adminHost = read('ADMIN_HOST') ?? '127.0.0.1'

@@ -14,22 +14,25 @@ function rawValues (databaseUrl: string): string[] {
   return query === undefined ? [] : new URLSearchParams(query).getAll('connect_timeout')
 }
 
-/** Why the URL's connect_timeout cannot be used, or undefined when it is absent or fine. */
-export function connectTimeoutProblem (databaseUrl: string): string | undefined {
+/** The URL's connect_timeout: its seconds, or why it cannot be used; neither when it is absent. */
+function readConnectTimeout (databaseUrl: string): { seconds?: number, problem?: string } {
   const values = rawValues(databaseUrl)
-  if (values.length > 1) return 'connect_timeout is given more than once'
+  if (values.length > 1) return { problem: 'connect_timeout is given more than once' }
   const value = values[0]
-  if (value === undefined) return undefined
+  if (value === undefined) return {}
   const seconds = /^\d{1,5}$/.test(value) ? Number(value) : Number.NaN
   if (!(seconds >= 1 && seconds <= MAX_CONNECT_TIMEOUT_SECONDS)) {
-    return `connect_timeout must be a whole number of seconds from 1 to ${MAX_CONNECT_TIMEOUT_SECONDS}`
+    return { problem: `connect_timeout must be a whole number of seconds from 1 to ${MAX_CONNECT_TIMEOUT_SECONDS}` }
   }
-  return undefined
+  return { seconds }
+}
+
+/** Why the URL's connect_timeout cannot be used, or undefined when it is absent or fine. */
+export function connectTimeoutProblem (databaseUrl: string): string | undefined {
+  return readConnectTimeout(databaseUrl).problem
 }
 
 /** The URL's connect_timeout in seconds, or undefined when it has none (or none that can be used). */
 export function connectTimeoutOf (databaseUrl: string): number | undefined {
-  if (connectTimeoutProblem(databaseUrl) !== undefined) return undefined
-  const value = rawValues(databaseUrl)[0]
-  return value === undefined ? undefined : Number(value)
+  return readConnectTimeout(databaseUrl).seconds
 }

@@ -26,9 +26,9 @@ export async function migrate (database: Database, databaseUrl?: string): Promis
     await migratePglite(database.db as unknown as Parameters<typeof migratePglite>[0], { migrationsFolder: MIGRATIONS_FOLDER })
     return
   }
-  const client = postgres(databaseUrl, { max: 1, onnotice: () => {}, connect_timeout: connectTimeoutOf(databaseUrl) ?? 10 })
+  const client = singleConnection(databaseUrl)
   try {
-    await firstAnswer(client, firstAnswerSeconds(databaseUrl))
+    await firstAnswer(client, databaseUrl)
     await client`select pg_advisory_lock(${MIGRATION_LOCK_KEY})`
     await migratePostgres(drizzlePostgres(client), { migrationsFolder: MIGRATIONS_FOLDER })
     await client`select pg_advisory_unlock(${MIGRATION_LOCK_KEY})`
@@ -38,6 +38,11 @@ export async function migrate (database: Database, databaseUrl?: string): Promis
 }
 
 type Client = ReturnType<typeof postgres>
+
+/** One connection for `migrate` and its check: connect_timeout from DATABASE_URL, or 10 s. */
+function singleConnection (databaseUrl: string): Client {
+  return postgres(databaseUrl, { max: 1, onnotice: () => {}, connect_timeout: connectTimeoutOf(databaseUrl) ?? 10 })
+}
 
 /**
  * How long the first answer may take: DATABASE_URL's connect_timeout, or 15 s. A refused,
@@ -50,7 +55,8 @@ export function firstAnswerSeconds (databaseUrl: string): number {
 }
 
 /** Waits for PostgreSQL to answer `select 1`; rejects with the driver's error, or DatabaseNoAnswerError. */
-async function firstAnswer (client: Client, seconds: number): Promise<void> {
+async function firstAnswer (client: Client, databaseUrl: string): Promise<void> {
+  const seconds = firstAnswerSeconds(databaseUrl)
   let timer: NodeJS.Timeout | undefined
   const deadline = new Promise<never>((_resolve, reject) => {
     timer = setTimeout(() => { reject(new DatabaseNoAnswerError(seconds)) }, seconds * 1000)
@@ -73,9 +79,9 @@ async function firstAnswer (client: Client, seconds: number): Promise<void> {
  * (for `bus-mcp migrate`, before it opens a pool).
  */
 export async function checkPostgres (databaseUrl: string): Promise<void> {
-  const client = postgres(databaseUrl, { max: 1, onnotice: () => {}, connect_timeout: connectTimeoutOf(databaseUrl) ?? 10 })
+  const client = singleConnection(databaseUrl)
   try {
-    await firstAnswer(client, firstAnswerSeconds(databaseUrl))
+    await firstAnswer(client, databaseUrl)
   } finally {
     await client.end({ timeout: 5 })
   }

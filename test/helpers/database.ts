@@ -6,7 +6,7 @@ import { PGlite } from '@electric-sql/pglite'
 import postgres from 'postgres'
 import { wrapPglite, type Database } from '../../src/db/client.ts'
 import { MIGRATIONS_FOLDER, migrate } from '../../src/db/migrate.ts'
-import { databaseState, RecycledDatabases, serializePristine } from './recycled-databases.ts'
+import { databaseState, databaseUrlOn, RecycledDatabases, serializePristine, testDatabaseName } from './recycled-databases.ts'
 
 /** The subset of a tap `Test` the helpers need (keeps them usable from any test file). */
 export interface Teardown { teardown: (fn: () => unknown) => void }
@@ -60,7 +60,7 @@ export async function createEmbeddedDataDir (dataDir: string): Promise<void> {
 /** A new, empty PostgreSQL database on the test server; dropped (even with open connections) at teardown. */
 export async function createPostgresDatabase (t: Teardown): Promise<string> {
   if (testDatabaseUrl === undefined) throw new Error('TEST_DATABASE_URL is not set')
-  const name = `bus_test_${randomBytes(6).toString('hex')}`
+  const name = testDatabaseName()
   const admin = postgres(testDatabaseUrl, { max: 1, onnotice: () => {} })
   await admin.unsafe(`create database ${name}`)
   await admin.end()
@@ -69,9 +69,7 @@ export async function createPostgresDatabase (t: Teardown): Promise<string> {
     await dropper.unsafe(`drop database if exists ${name} with (force)`).catch(() => {})
     await dropper.end()
   })
-  const url = new URL(testDatabaseUrl)
-  url.pathname = `/${name}`
-  return url.toString()
+  return databaseUrlOn(testDatabaseUrl, name)
 }
 
 let recycled: RecycledDatabases | undefined
@@ -130,17 +128,16 @@ async function buildMigratedTemplate (): Promise<string> {
     const building = `bus_test_building_${randomBytes(6).toString('hex')}`
     await admin.unsafe(`create database ${building}`)
     try {
-      const url = new URL(testDatabaseUrl)
-      url.pathname = `/${building}`
+      const url = databaseUrlOn(testDatabaseUrl, building)
       const { openDatabase } = await import('../../src/db/client.ts')
-      const database = await openDatabase({ databaseUrl: url.toString(), dataDir: '', poolSize: 1 })
+      const database = await openDatabase({ databaseUrl: url, dataDir: '', poolSize: 1 })
       try {
-        await migrate(database, url.toString())
+        await migrate(database, url)
       } finally {
         await database.close()
       }
       // What a fresh copy holds, for resetting a test's database to it (recycled-databases.ts).
-      const pristine = serializePristine(await databaseState(url.toString()))
+      const pristine = serializePristine(await databaseState(url))
       await admin.unsafe(`comment on database ${building} is '${pristine.replaceAll("'", "''")}'`)
       await admin.unsafe(`alter database ${building} with allow_connections false`)
       await admin.unsafe(`alter database ${building} rename to ${name}`)

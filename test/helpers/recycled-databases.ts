@@ -98,13 +98,40 @@ export async function databaseState (url: string): Promise<Pristine> {
   }
 }
 
-async function pristineOf (sql: Sql): Promise<Pristine> {
+async function fingerprintOf (sql: Sql): Promise<string> {
   const [{ fingerprint } = { fingerprint: '' }] = await sql.unsafe<Array<{ fingerprint: string }>>(FINGERPRINT)
-  return { fingerprint, rows: await contents(sql, await tables(sql)), sequences: await sequences(sql) }
+  return fingerprint
+}
+
+async function pristineOf (sql: Sql): Promise<Pristine> {
+  return { fingerprint: await fingerprintOf(sql), rows: await contents(sql, await tables(sql)), sequences: await sequences(sql) }
 }
 
 /** The prefix of every spare database's name. */
 export const SPARE_PREFIX = 'bus_test_spare_'
+
+/** A name for a test's own database. */
+export function testDatabaseName (): string {
+  return `bus_test_${randomBytes(6).toString('hex')}`
+}
+
+/** The URL of database `name` on the server at `serverUrl`. */
+export function databaseUrlOn (serverUrl: string, name: string): string {
+  const url = new URL(serverUrl)
+  url.pathname = `/${name}`
+  return url.toString()
+}
+
+/** Drops every spare whose name starts with `prefix` (all of them for SPARE_PREFIX). Never throws for one that is gone. */
+export async function dropSpareDatabases (serverUrl: string, prefix: string): Promise<void> {
+  const admin = postgres(serverUrl, { max: 1, onnotice: () => {} })
+  try {
+    const spares = await admin<Array<{ datname: string }>>`select datname from pg_database where starts_with(datname, ${prefix})`
+    for (const { datname } of spares) await admin.unsafe(`drop database if exists ${checkedName(datname)} with (force)`).catch(() => {})
+  } finally {
+    await admin.end()
+  }
+}
 
 /** As the template's comment: what a fresh copy of it holds. */
 export function serializePristine (pristine: Pristine): string {
@@ -144,9 +171,7 @@ export class RecycledDatabases {
   }
 
   urlOf (name: string): string {
-    const url = new URL(this.serverUrl)
-    url.pathname = `/${name}`
-    return url.toString()
+    return databaseUrlOn(this.serverUrl, name)
   }
 
   /** A database for one test: a spare, claimed, or else a new copy of the template. */
@@ -155,7 +180,7 @@ export class RecycledDatabases {
     try {
       const spares = await admin<Array<{ datname: string }>>`select datname from pg_database where starts_with(datname, ${this.sparePrefix}) order by random()`
       for (const { datname } of spares) {
-        const claimed = newName()
+        const claimed = testDatabaseName()
         try {
           await admin.unsafe(`alter database ${checkedName(datname)} rename to ${claimed}`)
           this.reused++
@@ -166,7 +191,7 @@ export class RecycledDatabases {
           if (code !== '3D000' && code !== '55006') throw err
         }
       }
-      const created = newName()
+      const created = testDatabaseName()
       await admin.unsafe(`create database ${created} template ${this.template}`)
       return created
     } finally {
@@ -190,13 +215,7 @@ export class RecycledDatabases {
 
   /** Drops the spares of this key (the test of this helper uses its own key). */
   async dropSpares (): Promise<void> {
-    const admin = this.admin()
-    try {
-      const spares = await admin<Array<{ datname: string }>>`select datname from pg_database where starts_with(datname, ${this.sparePrefix})`
-      for (const { datname } of spares) await admin.unsafe(`drop database if exists ${checkedName(datname)} with (force)`).catch(() => {})
-    } finally {
-      await admin.end()
-    }
+    await dropSpareDatabases(this.serverUrl, this.sparePrefix)
   }
 
   private admin (): Sql {
@@ -216,8 +235,7 @@ export class RecycledDatabases {
     await admin`select pg_terminate_backend(pid) from pg_stat_activity where datname = ${name} and pid <> pg_backend_pid()`
     const sql = postgres(this.urlOf(name), { max: 1, onnotice: () => {} })
     try {
-      const [{ fingerprint } = { fingerprint: '' }] = await sql.unsafe<Array<{ fingerprint: string }>>(FINGERPRINT)
-      if (fingerprint !== pristine.fingerprint) return false
+      if (await fingerprintOf(sql) !== pristine.fingerprint) return false
       const now = await contents(sql, [...pristine.rows.keys()])
       const changed = [...now].filter(([table, rows]) => rows !== pristine.rows.get(table)).map(([table]) => table)
       const positions = await sequences(sql)
@@ -256,9 +274,4 @@ export class RecycledDatabases {
       }
     }
   }
-}
-
-/** The name a test's own database gets. */
-function newName (): string {
-  return `bus_test_${randomBytes(6).toString('hex')}`
 }
