@@ -1,8 +1,13 @@
+import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
 import postgres from 'postgres'
 import t, { type Test } from 'tap'
 import { migratedTemplate, testDatabaseUrl } from '../helpers/database.ts'
-import { databaseState, RecycledDatabases } from '../helpers/recycled-databases.ts'
+import { REPO_ROOT } from '../helpers/processes.ts'
+import { databaseState, RecycledDatabases, SPARE_PREFIX } from '../helpers/recycled-databases.ts'
 import { fileNeeds, postgres as needsPostgres } from '../helpers/requirements.ts'
 
 /**
@@ -104,5 +109,16 @@ if (fileNeeds(t, [needsPostgres()])) {
     t.teardown(async () => { await Promise.all([pool.giveBack(a), other.giveBack(b)]) })
     t.equal(pool.reused - before + other.reused, 1, 'one reused it, the other made a copy')
     t.not(a, b, 'two databases')
+  })
+
+  t.test('when a run ends, tap\'s after script drops the spares', async (t) => {
+    const config = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { tap: { after?: string } }
+    t.equal(config.tap.after, 'test/helpers/drop-spare-databases.ts', 'tap runs it after every run')
+    const spare = `${SPARE_PREFIX}${key}_afterscript`
+    const admin = postgres(testDatabaseUrl ?? '', { max: 1, onnotice: () => {} })
+    await admin.unsafe(`create database ${spare}`)
+    await admin.end()
+    await promisify(execFile)(process.execPath, [config.tap.after ?? ''], { cwd: REPO_ROOT, env: { PATH: process.env.PATH ?? '', TEST_DATABASE_URL: testDatabaseUrl ?? '' } })
+    t.notOk(await exists(spare), 'the spare is gone')
   })
 }
