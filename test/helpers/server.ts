@@ -38,6 +38,22 @@ export interface TestServerOptions {
 }
 
 export async function freePort (): Promise<number> {
+  for (;;) {
+    const port = await portTheKernelPicks()
+    if (!handedOut.has(port)) {
+      handedOut.add(port)
+      return port
+    }
+  }
+}
+
+/**
+ * Ports freePort has handed out in this process. The kernel may pick a port it just freed again,
+ * and a test that asks twice in a row (PORT, then ADMIN_PORT) must get two different ports.
+ */
+const handedOut = new Set<number>()
+
+async function portTheKernelPicks (): Promise<number> {
   return await new Promise((resolve, reject) => {
     const server = createServer()
     server.once('error', reject)
